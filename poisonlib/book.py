@@ -1,0 +1,121 @@
+"""Build the Jupyter Book: jupytext -> papermill (at a profile) -> jupyter-book build.
+
+The notebooks' sources are MyST markdown files in ``notebooks/``. Each is
+converted with jupytext, executed by papermill with the parameters
+``profile, device, data_root`` injected after its cell tagged ``parameters``,
+and written to ``book/executed/<name>.ipynb``, which ``_toc.yml`` lists. The
+book is then built by Jupyter Book 1 with execution off (the executed outputs
+are what the reader sees) and warnings treated as errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from ._validation import PoisonlibError, check_choice
+
+EXECUTED_DIR = os.path.join("book", "executed")
+
+
+def find_root(start: str | None = None) -> str:
+    """The project root: the nearest folder upwards holding ``_config.yml`` and ``_toc.yml``."""
+    d = os.path.abspath(start or os.getcwd())
+    while True:
+        if os.path.exists(os.path.join(d, "_config.yml")) and os.path.exists(os.path.join(d, "_toc.yml")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise PoisonlibError("no _config.yml/_toc.yml found above the current folder; run inside a poisonlib checkout or pass --root")
+        d = parent
+
+
+def notebook_sources(root: str, only: list[str] | None = None) -> list[str]:
+    """Paths of ``notebooks/*.md``, restricted to the names in ``only``."""
+    folder = os.path.join(root, "notebooks")
+    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".md"))
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise PoisonlibError(f"unknown chapter {unknown[0]!r}; choose from: {', '.join(names)}")
+        names = [n for n in names if n in only]
+    return [os.path.join(folder, n + ".md") for n in names]
+
+
+def _kernel_env(root: str) -> dict:
+    """Environment of the kernels: this interpreter's folder first on PATH, no progress bars."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.setdefault("POISONLIB_RESULTS", os.path.join(root, "results"))
+    env["POISONLIB_PROGRESS"] = "0"
+    env.setdefault("MPLBACKEND", "agg")
+    return env
+
+
+def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
+    """Convert ``src`` (MyST) with jupytext and execute it with papermill into ``dst``; returns seconds."""
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(src)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = os.path.join(tmp, os.path.basename(dst))
+        jupytext.write(nb, template)
+        t0 = time.perf_counter()
+        papermill.execute_notebook(template, dst + ".part", parameters=parameters, kernel_name="python3", cwd=cwd, progress_bar=False)
+    os.replace(dst + ".part", dst)
+    return time.perf_counter() - t0
+
+
+def _jupyter_book() -> str:
+    exe = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
+    return exe if os.path.exists(exe) else (shutil.which("jupyter-book") or "jupyter-book")
+
+
+def build_book(
+    profile: str = "cpu",
+    *,
+    device: str = "auto",
+    data_root: str | None = None,
+    only: list[str] | None = None,
+    build: bool = True,
+    path_output: str | None = None,
+    root: str | None = None,
+) -> str | None:
+    """Execute the notebooks at ``profile`` and build the HTML; returns the path of ``index.html``."""
+    from .experiments import PROFILES
+
+    check_choice("profile", profile, PROFILES)
+    root = find_root(root)
+    params = {"profile": profile, "device": device, "data_root": data_root}
+    env_before = dict(os.environ)
+    os.environ.update(_kernel_env(root))
+    try:
+        for src in notebook_sources(root, only):
+            name = os.path.splitext(os.path.basename(src))[0]
+            dst = os.path.join(root, EXECUTED_DIR, name + ".ipynb")
+            print(f"[poisonlib book] executing {name} at profile {profile} ...", flush=True)
+            try:
+                secs = execute_notebook(src, dst, params, cwd=root)
+            except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
+                raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
+            print(f"[poisonlib book] {name}: {secs:.1f} s", flush=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    if not build:
+        return None
+    out = os.path.abspath(path_output or root)
+    cmd = [_jupyter_book(), "build", root, "--path-output", out, "--warningiserror", "--keep-going"]
+    print("[poisonlib book] " + " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=root).returncode != 0:
+        raise PoisonlibError("jupyter-book build failed (see the messages above)")
+    index = os.path.join(out, "_build", "html", "index.html")
+    print(f"[poisonlib book] built {index}")
+    return index

@@ -1,0 +1,249 @@
+"""The ``poisonlib`` command line.
+
+Bad input gives one line on stderr naming the bad value and what is allowed,
+exit status 2, and no output files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ._validation import PoisonlibError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _eps_d(text: str):
+    return "tau" if text == "tau" else _positive(text)
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return v
+
+
+def _add_common(p, *, eps_w_default=None):
+    from .data import list_datasets
+    from .experiments import PROFILES
+    from .models import list_models
+
+    p.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}, or a .npz file")
+    p.add_argument("--model", required=True, help=f"one of {', '.join(list_models())}")
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="training protocol and data size (default: cpu)")
+    p.add_argument("--data-root", default=None, help="folder with the full datasets (torchvision layout); default: embedded data")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the poisons' start and of retraining (default 0)")
+    p.add_argument("--eps-w", type=_positive, default=eps_w_default, required=eps_w_default is None,
+                   help="GradPC budget: L2 radius of the parameter change" + (f" (default {eps_w_default})" if eps_w_default else ""))
+    p.add_argument("--eps-w-norm", default="absolute", choices=["absolute", "relative"],
+                   help="absolute radius eps_w (default, as the authors' code) or eps_w * ||w_clean||")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="poisonlib", description="Model-targeted data poisoning: thresholds tau, GradPC targets, Gradient Canceling, the book.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"poisonlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    attack = sub.add_parser("attack", help="run a poisoning attack and write the poisons", description="Run a poisoning attack.")
+    asub = attack.add_subparsers(dest="attack", metavar="ATTACK", parser_class=_Parser)
+    asub.required = True
+    gc = asub.add_parser("gc", help="Gradient Canceling (Alg. 1) against a GradPC target",
+                         description="Gradient Canceling (Alg. 1): poisons that make the target's gradient vanish on clean + poisons. "
+                         "Writes OUT/poisons.npz, OUT/target.npz and OUT/metrics.json.")
+    _add_common(gc)
+    gc.add_argument("--target", default="gradpc", choices=["gradpc", "randompc"], help="how the target model is made (default gradpc)")
+    gc.add_argument("--eps-d", type=_eps_d, required=True, help="poisoning budget eps_d > 0 (n_p = eps_d * n), or 'tau' for tau(2) of the target")
+    gc.add_argument("--epochs", type=_nonneg_int, default=None, help="GC steps (default: the profile's, 1000 at cpu/paper)")
+    gc.add_argument("--variant", default="paper", choices=["paper", "official"], help="Alg. 1 as written (default) or the released code's choices")
+    gc.add_argument("--clip", default="variant", choices=["variant", "box", "range", "none"],
+                    help="projection: the dataset's feature box, the clean data's per-feature range (GC-c), none; default: the variant's")
+    gc.add_argument("--out", required=True, help="output folder")
+
+    tau = sub.add_parser("tau", help="thresholds tau(2), tau(c) of a target model (Eq. 20, 29; Thm. 4)",
+                         description="Print JSON with tau(2), tau(c), <W, G(mu)> and the accuracy of a target model: "
+                         "a checkpoint (.pt state dict or target.npz), or a GradPC target made here.")
+    _add_common(tau, eps_w_default=1.0)
+    tau.add_argument("--checkpoint", default=None, help="model parameters: a torch state dict (.pt) or an .npz of arrays by name")
+
+    book = sub.add_parser("book", help="execute the notebooks with papermill and build the Jupyter Book",
+                          description="Convert notebooks/*.md with jupytext, execute them with papermill at a profile, build the book.")
+    from .experiments import PROFILES
+
+    book.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
+    book.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    book.add_argument("--data-root", default=None, help="folder with the full datasets (needed at the paper profile)")
+    book.add_argument("--only", action="append", default=None, metavar="CHAPTER", help="execute only this notebook (repeatable)")
+    book.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
+    book.add_argument("--path-output", default=None, help="where _build/html goes (default: the project root)")
+    book.add_argument("--root", default=None, help="project root holding _config.yml (default: found from the current folder)")
+
+    sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+def _write_outputs(out: str, files: dict) -> None:
+    """Write all files into a temporary sibling folder, then move them into ``out``."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".poisonlib-")
+    try:
+        for name, write in files.items():
+            write(os.path.join(tmp, name))
+        os.makedirs(out, exist_ok=True)
+        for name in files:
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_out(out: str) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise PoisonlibError(f"--out {out!r} exists and is not a folder")
+
+
+def cmd_attack_gc(args) -> int:
+    from .experiments import run_gc
+    from .results import environment, git_commit
+
+    _check_out(args.out)
+    t0 = time.perf_counter()
+    opts = {"variant": args.variant}
+    if args.clip != "variant":
+        opts["clip"] = None if args.clip == "none" else args.clip
+    metrics, res, target, ds = run_gc(
+        args.dataset, args.model, args.eps_w, args.eps_d, seed=args.seed, profile=args.profile, target=args.target,
+        eps_w_norm=args.eps_w_norm, gc_epochs=args.epochs, gc_options=opts, data_root=args.data_root, device=args.device,
+    )
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "attack", "out")}
+    record = {"experiment": "attack-gc", "config": config, "seed": args.seed, "metrics": metrics, "environment": environment(args.device),
+              "git_commit": git_commit(), "wall_time_s": round(time.perf_counter() - t0, 3)}
+    x = res.x.reshape(len(res.x), -1).numpy().astype(np.float32)
+    y = res.y.numpy()
+    files = {
+        "poisons.npz": lambda p: _savez(p, x=x, y=y),
+        "target.npz": lambda p: _savez(p, **{k: v.detach().numpy() for k, v in target.state_dict().items()}),
+        "metrics.json": lambda p: _dump_json(record, p),
+    }
+    _write_outputs(args.out, files)
+    summary = {k: metrics[k] for k in ("clean_acc", "target_acc", "retrained_acc", "drop", "tau2", "tauc", "eps_d", "n_poison", "grad_mixed")}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {os.path.join(args.out, 'poisons.npz')}, target.npz, metrics.json", file=sys.stderr)
+    return 0
+
+
+def _savez(path, **arrays):
+    """np.savez to exactly ``path`` (np.savez would append .npz to a temporary name)."""
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _dump_json(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+
+
+def _load_checkpoint(model, path: str, name: str):
+    import torch
+
+    if not os.path.exists(path):
+        raise PoisonlibError(f"checkpoint {path!r} does not exist")
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            state = {k: torch.as_tensor(f[k]) for k in f.files}
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise PoisonlibError(f"checkpoint {path!r} does not fit model {name!r}: {first}") from None
+    return model.eval()
+
+
+def cmd_tau(args) -> int:
+    from .experiments import clean_and_target, load_for_profile
+    from .models import model_for
+    from .theory import tau_model
+    from .train import evaluate
+
+    ds = load_for_profile(args.dataset, args.profile, args.data_root)
+    if args.checkpoint:
+        model = _load_checkpoint(model_for(args.model, ds), args.checkpoint, args.model)
+        source = args.checkpoint
+    else:
+        _, model, _ = clean_and_target(ds, args.model, args.eps_w, args.profile, eps_w_norm=args.eps_w_norm, data_root=args.data_root, device=args.device)
+        source = f"GradPC target, eps_w={args.eps_w:g} ({args.eps_w_norm}), profile {args.profile}"
+    t = tau_model(model, ds.x_train, ds.y_train, ds.task)
+    out = {"dataset": ds.name, "model": args.model, "model_source": source, "tau2": t["tau2"], "tauc": t["tauc"], "c": t["c"],
+           "inner_W_G_mu": t["inner"], "test_accuracy": 100 * evaluate(model, ds.x_test, ds.y_test, ds.task)["accuracy"]}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_book(args) -> int:
+    from .book import build_book
+
+    build_book(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only,
+               build=not args.no_build, path_output=args.path_output, root=args.root)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .data import list_datasets
+    from .experiments import PROFILES
+    from .models import list_models
+
+    print("datasets:", ", ".join(list_datasets()))
+    print("models:  ", ", ".join(list_models()))
+    for p in PROFILES.values():
+        print(f"profile {p.name}: {p.description}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "list": cmd_list}[args.command]
+    try:
+        return handler(args)
+    except PoisonlibError as e:
+        print(f"poisonlib: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

