@@ -52,7 +52,7 @@ def _kernel_env(root: str) -> dict:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.setdefault("POISONLIB_RESULTS", os.path.join(root, "results"))
     env["POISONLIB_PROGRESS"] = "0"
-    env.setdefault("MPLBACKEND", "agg")
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures become notebook outputs
     return env
 
 
@@ -64,12 +64,18 @@ def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
     nb = jupytext.read(src)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     os.makedirs(os.path.dirname(dst), exist_ok=True)
+    part = os.path.join(os.path.dirname(dst), "." + os.path.basename(dst)[:-6] + ".part.ipynb")
     with tempfile.TemporaryDirectory() as tmp:
         template = os.path.join(tmp, os.path.basename(dst))
         jupytext.write(nb, template)
         t0 = time.perf_counter()
-        papermill.execute_notebook(template, dst + ".part", parameters=parameters, kernel_name="python3", cwd=cwd, progress_bar=False)
-    os.replace(dst + ".part", dst)
+        try:
+            papermill.execute_notebook(template, part, parameters=parameters, kernel_name="python3", cwd=cwd, progress_bar=False)
+        except BaseException:
+            if os.path.exists(part):
+                os.unlink(part)
+            raise
+    os.replace(part, dst)
     return time.perf_counter() - t0
 
 

@@ -19,19 +19,19 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from ._registry import Registry
 from ._validation import PoisonlibError, check_choice, check_finite, check_int
 
 TASKS = ("multiclass", "binary", "regression")
 VAL_FRACTION = 0.3  # Sec. 5.1: 70 % train / 30 % validation
 
-_DATASETS: dict[str, Callable[..., "Dataset"]] = {}
+DATASETS = Registry("dataset")
 
 
 @dataclass
@@ -92,19 +92,12 @@ class Dataset:
 
 def register_dataset(name: str):
     """Decorator registering a loader ``fn(data_root=None, split_seed=0) -> Dataset``."""
-
-    def deco(fn):
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0, n_train: int | None = None) -> Dataset:
@@ -124,8 +117,7 @@ def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0
     if isinstance(name, str) and name.endswith(".npz"):
         ds = load_npz(name, split_seed=split_seed)
     else:
-        check_choice("dataset", name, _DATASETS)
-        ds = _DATASETS[name](data_root=data_root, split_seed=split_seed)
+        ds = DATASETS.get(name)(data_root=data_root, split_seed=split_seed)
     if n_train is not None:
         ds = subsample_train(ds, check_int("n_train", n_train, minimum=1), seed=split_seed)
     return ds

@@ -20,6 +20,7 @@ poisons' starting points and the retrained model's initialisation.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -257,36 +258,25 @@ def run_gc(
     return metrics, res, tgt.cpu(), ds
 
 
-def gc_cell(
-    dataset: str,
-    model: str,
-    eps_w: float,
-    eps_d,
-    *,
-    seed: int = 0,
-    profile: str | Profile = "cpu",
-    target: str = "gradpc",
-    eps_w_norm: str = "absolute",
-    gc_options: dict | None = None,
-    data_root: str | None = None,
-    device: str = "auto",
-    results_dir: str | None = None,
-    force: bool = False,
-    progress: bool | None = None,
-) -> dict:
-    """:func:`run_gc`, cached in the results store as experiment ``"gc"``; returns the record."""
-    prof = get_profile(profile)
-    config = dict(
-        dataset=dataset, model=model, eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=seed,
-        profile=prof.as_dict(), target=target, eps_w_norm=eps_w_norm, gc_options=gc_options or {},
-        data="embedded" if data_root is None else "full", device=str(resolve_device(device)),
+def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None, **options) -> dict:
+    """:func:`run_gc` cached in the results store as experiment ``"gc"``; returns the record.
+
+    ``options`` are :func:`run_gc`'s keywords (``seed, profile, target, gc_options,
+    data_root, device, ...``); every one of them, defaults included, is part of
+    the cached config.
+    """
+    bound = inspect.signature(run_gc).bind(dataset, model, eps_w, eps_d, **options)
+    bound.apply_defaults()
+    a = dict(bound.arguments)
+    prof = get_profile(a["profile"])
+    config = {k: a[k] for k in ("dataset", "model", "seed", "target", "eps_w_norm", "gc_epochs")}
+    config.update(
+        eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.as_dict(), gc_options=a["gc_options"] or {},
+        data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
     )
 
     def compute():
-        return run_gc(
-            dataset, model, eps_w, eps_d, seed=seed, profile=prof, target=target, eps_w_norm=eps_w_norm, gc_options=gc_options,
-            data_root=data_root, device=device, results_dir=results_dir, progress=progress,
-        )[0]
+        return run_gc(**{**a, "results_dir": results_dir, "progress": progress})[0]
 
     return cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
 

@@ -25,36 +25,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._registry import Registry
 from ._validation import PoisonlibError, check_choice
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS = Registry("model")
 
 
 def register_model(name: str):
     """Decorator registering a builder ``fn(input_shape, num_outputs, **kw) -> nn.Module``."""
-
-    def deco(fn):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = fn
-        return fn
-
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names of the registered models."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def build_model(name: str, input_shape, num_outputs: int, *, seed: int | None = None, **kwargs) -> nn.Module:
     """Build a freshly initialised model; ``seed`` makes its initialisation reproducible."""
-    check_choice("model", name, _MODELS)
+    builder = MODELS.get(name)
     if seed is None:
-        return _MODELS[name](tuple(input_shape), int(num_outputs), **kwargs)
+        return builder(tuple(input_shape), int(num_outputs), **kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _MODELS[name](tuple(input_shape), int(num_outputs), **kwargs)
+        return builder(tuple(input_shape), int(num_outputs), **kwargs)
 
 
 def model_for(name: str, dataset, *, seed: int | None = None, **kwargs) -> nn.Module:
