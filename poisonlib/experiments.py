@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from . import data as data_mod
@@ -50,6 +51,8 @@ class Profile:
     gc_epochs: int = 1000
     gradpc_batch_size: int = 64
     seeds: tuple = (0, 1, 2)
+    sweep_points: int = 12  # ε_d values of the low-dimensional phase-transition sweeps (Fig. 1, 2, 4)
+    sweep_gc_epochs: int = 2000  # GC steps of those sweeps
 
     def train_config(self, model: str) -> TrainConfig:
         return self.train.get(model, self.train["default"])
@@ -69,6 +72,8 @@ PROFILES = {
         train={"default": TrainConfig(epochs=10, lr=0.1, batch_size=100)},
         gc_epochs=20,
         seeds=(0,),
+        sweep_points=4,
+        sweep_gc_epochs=100,
     ),
     "cpu": Profile(
         "cpu",
@@ -82,6 +87,8 @@ PROFILES = {
     "paper": Profile(
         "paper",
         "full datasets under data_root; SGD lr 0.1, 100 epochs, batch 10000 (LR, NN) / 1000 (CNN); 1000 GC steps; 3 seeds",
+        sweep_points=20,
+        sweep_gc_epochs=3000,
         needs_data_root=True,
         n_train=None,
         train={
@@ -169,27 +176,74 @@ def clean_and_target(
     return clean.eval(), tgt.eval(), info
 
 
-def retrain(ds, model: str, x_poison, y_poison, profile, *, seed: int, device="auto", progress=None):
-    """A fresh model trained on clean ∪ poisons with the profile's protocol (the evaluation of Sec. 5)."""
-    tcfg = get_profile(profile).train_config(model)
+def retrain(ds, model: str, x_poison, y_poison, train_config: TrainConfig, *, seed: int, device="auto", progress=None, **model_kwargs):
+    """A fresh model trained from scratch on clean ∪ poisons (the evaluation of Sec. 5)."""
     x = torch.cat([ds.x_train, x_poison.reshape(-1, *ds.input_shape)])
     y = torch.cat([ds.y_train, y_poison])
-    m = model_for(model, ds, seed=seed)
-    m, _ = train(m, x, y, ds.task, **tcfg.as_dict(), seed=seed, device=device, progress=progress, desc="retrain")
+    m = model_for(model, ds, seed=seed, **model_kwargs)
+    m, _ = train(m, x, y, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="retrain")
     return m.cpu()
 
 
 def compare_to_target(retrained, target, ds) -> dict:
-    """Test accuracy (%) of the retrained model, its distance ‖w_re - w_target‖₂ to the
-    target and the % of test points on which both predict the same class."""
+    """How close retraining came to the target: test accuracy (%) of the retrained
+    model, ‖w_re - w_target‖₂, the cosine between the two parameter vectors, the
+    norm ratio ‖w_re‖/‖w_target‖ and the % of test points where both predict alike."""
     from .models import predict
     from .train import outputs
 
     out_r, out_t = outputs(retrained, ds.x_test, device="cpu"), outputs(target, ds.x_test, device="cpu")
+    w_r = torch.cat([p.detach().reshape(-1).double() for p in retrained.parameters()])
+    w_t = torch.cat([p.detach().reshape(-1).double() for p in target.parameters()])
+    res = {
+        "param_distance": float((w_r - w_t).norm()),
+        "param_cosine": float(w_r @ w_t / (w_r.norm() * w_t.norm()).clamp_min(1e-300)),
+        "param_norm_ratio": float(w_r.norm() / w_t.norm().clamp_min(1e-300)),
+    }
+    if ds.task == "regression":
+        return {**res, "retrained_loss": evaluate(retrained, ds.x_test, ds.y_test, ds.task)["loss"]}
     same = (predict(out_r, ds.task) == predict(out_t, ds.task)).float().mean()
-    dist = global_norm([a.detach() - b.detach() for a, b in zip(retrained.parameters(), target.parameters())])
     acc = (predict(out_r, ds.task) == ds.y_test).float().mean()
-    return {"retrained_acc": 100 * float(acc), "param_distance": dist, "target_agreement": 100 * float(same)}
+    return {**res, "retrained_acc": 100 * float(acc), "target_agreement": 100 * float(same)}
+
+
+def eps_sweep(
+    ds,
+    model: str,
+    target: torch.nn.Module,
+    eps_ds,
+    *,
+    gc_epochs: int = 1000,
+    gc_options: dict | None = None,
+    train_config: TrainConfig = TrainConfig(epochs=20, lr=1.0, optimizer="lbfgs"),
+    seed: int = 0,
+    device: str = "cpu",
+    keep_poisons: bool = False,
+    progress: bool | None = None,
+    **model_kwargs,
+) -> list[dict]:
+    """GC against a fixed ``target`` at each ε_d, then retraining (L-BFGS to optimality
+    by default, for convex models): the phase-transition sweeps of Fig. 1, 2, 4, 5.
+
+    Each row: ``eps_d, n_poison, grad_mixed`` (‖g(χ)‖ after GC), ``residual``,
+    the :func:`compare_to_target` numbers, and with ``keep_poisons`` the poisons ``x, y``.
+    """
+    from tqdm import tqdm
+
+    from .train import show_progress
+
+    rows = []
+    for eps in tqdm(list(eps_ds), desc="eps_d sweep", disable=not show_progress(progress)):
+        res = gradient_canceling(target, ds.x_train, ds.y_train, ds.task, eps, epochs=gc_epochs, box=ds.feature_box, seed=seed,
+                                 device=device, progress=False, **(gc_options or {}))
+        retrained = retrain(ds, model, res.x, res.y, train_config, seed=seed, device=device, progress=False, **model_kwargs)
+        norms = mixed_gradient_norm(target, ds.x_train, ds.y_train, res.x, res.y, ds.task)
+        row = {"eps_d": res.eps_d, "n_poison": res.n_poison, "grad_mixed": norms["mixed"], "residual": norms["residual"],
+               **compare_to_target(retrained, target, ds)}
+        if keep_poisons:
+            row.update(x=res.x, y=res.y, retrained=retrained)
+        rows.append(row)
+    return rows
 
 
 def resolve_eps_d(eps_d, info: dict) -> float:
@@ -238,7 +292,7 @@ def run_gc(
         tgt, ds.x_train, ds.y_train, ds.task, eps, epochs=prof.gc_epochs if gc_epochs is None else gc_epochs,
         box=ds.feature_box, seed=seed, device=dev, progress=progress, **(gc_options or {}),
     )
-    retrained = retrain(ds, model, res.x, res.y, prof, seed=seed, device=dev, progress=progress)
+    retrained = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=dev, progress=progress)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task)
     metrics = {
@@ -301,7 +355,52 @@ def summarize(values) -> tuple[float, float]:
     return m, sd
 
 
-__all__ = [
-    "PROFILES", "Profile", "clean_and_target", "gc_cell", "gc_grid", "get_profile", "load_for_profile",
-    "compare_to_target", "resolve_eps_d", "retrain", "run_gc", "summarize",
-]
+
+
+# --------------------------------------------------------------------------- low-dimensional theory experiments (Fig. 1, 2, 4, 5)
+def tau_grid(ds, w1s, w2s, bias: float | None = None):
+    """τ(2) of the 2-D linear targets w = (w1, w2) (and a fixed ``bias``) over a grid: Fig. 1, left.
+
+    Returns an array of shape (len(w2s), len(w1s)).
+    """
+    from .models import linear_model
+
+    return np.array([[tau_model(linear_model([a, b], None if bias is None else [bias]), ds.x_train, ds.y_train, ds.task, device="cpu")["tau2"]
+                      for a in w1s] for b in w2s])
+
+
+def candidate_gradients(model, points, labels=(0, 1), task: str = "binary"):
+    """Per-point gradients at ``model`` of every candidate poison (x, y), x in ``points``
+    (K, d) and y in ``labels``: the finite Γ of App. B. Returns ``(X, Y, G)``."""
+    from .grads import per_example_gradients
+
+    pts = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    X = torch.cat([pts] * len(labels))
+    Y = torch.cat([torch.full((len(pts),), lab, dtype=torch.int64) for lab in labels])
+    return X, Y, per_example_gradients(model, X, Y, task).double().numpy()
+
+
+def fw_sweep(model, ds, eps_ds, candidates, *, iters: int = 200) -> list[dict]:
+    """Frank-Wolfe (App. B) over a fixed candidate set at each ε_d: the smallest
+    ‖g(μ) + ε_d g(ν)‖ reachable with ν supported on the candidates. Rows hold
+    ``eps_d, residual, grad_mixed`` (= residual / (1 + ε_d)) and ``support``."""
+    from .grads import flat, mean_gradient
+    from .theory import frank_wolfe
+
+    g_mu = flat(mean_gradient(model, ds.x_train, ds.y_train, ds.task)).double().numpy()
+    rows = []
+    for eps in eps_ds:
+        r = frank_wolfe(g_mu, candidates, eps, iters=iters)
+        rows.append({"eps_d": float(eps), "residual": r["residual"][-1], "grad_mixed": r["residual"][-1] / (1 + eps), "support": r["support"]})
+    return rows
+
+
+def first_eps(rows: list[dict], predicate) -> float:
+    """Smallest ε_d of a sweep whose row satisfies ``predicate`` (NaN if none): where a transition appears."""
+    hits = [r["eps_d"] for r in rows if predicate(r)]
+    return min(hits) if hits else float("nan")
+
+
+def sweep_factors(n: int, lo: float = 0.1, hi: float = 3.0) -> np.ndarray:
+    """``n`` multiples of τ from ``lo`` to ``hi`` (log-spaced) plus 0.9, 1 and 1.1: the ε_d/τ of a sweep."""
+    return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), [0.9, 1.0, 1.1]]), 4))

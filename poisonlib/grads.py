@@ -65,3 +65,28 @@ def mixed_gradient_norm(model, x_clean, y_clean, x_poison, y_poison, task: str) 
     gp_sum = sum_gradient(model, params, x_poison, y_poison, task) if n_p else {k: 0 * v for k, v in gc_sum.items()}
     residual = global_norm({k: (gc_sum[k] + gp_sum[k]) / n for k in params})
     return {"clean": global_norm({k: v / n for k, v in gc_sum.items()}), "residual": residual, "mixed": residual * n / (n + n_p)}
+
+
+def flat(tensors) -> torch.Tensor:
+    """Concatenate a dict / list of tensors into one flat vector (parameter order kept)."""
+    vals = tensors.values() if isinstance(tensors, dict) else tensors
+    return torch.cat([t.reshape(-1) for t in vals])
+
+
+def per_example_gradients(model, x, y, task: str, *, params: dict | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Matrix (n, p) of per-example gradients ∇_w ℓ(z_i; w), via ``torch.func.vmap``."""
+    from torch.func import grad, vmap
+
+    model.eval()
+    params = target_params(model) if params is None else params
+    loss = loss_fn(task)
+
+    def one(p, xi, yi):
+        return loss(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    g = vmap(grad(one), in_dims=(None, 0, 0))
+    rows = []
+    for i in range(0, len(x), chunk):
+        gi = g(params, x[i : i + chunk], y[i : i + chunk])
+        rows.append(torch.cat([gi[k].reshape(len(gi[k]), -1) for k in params], dim=1))
+    return torch.cat(rows)

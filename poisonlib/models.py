@@ -68,25 +68,38 @@ def _numel(shape) -> int:
 
 
 class LinearModel(nn.Module):
-    """h = W flatten(x) + b, with parameters named ``weight`` (c, d) and ``bias`` (c,)."""
+    """h = W flatten(x) + b, with parameters named ``weight`` (c, d) and ``bias`` (c,);
+    ``bias=False`` gives the homogeneous model h = W x of the theory (Sec. 3)."""
 
-    def __init__(self, in_features: int, out_features: int):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        lin = nn.Linear(in_features, out_features)  # PyTorch's default initialisation
+        lin = nn.Linear(in_features, out_features, bias=bias)  # PyTorch's default initialisation
         self.weight, self.bias = lin.weight, lin.bias
 
     def forward(self, x):
         return F.linear(x.flatten(1), self.weight, self.bias)
 
 
+def linear_model(weight, bias=None) -> LinearModel:
+    """A :class:`LinearModel` with the given parameters (e.g. a hand-picked target w)."""
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    w = w.reshape(1, -1) if w.ndim == 1 else w
+    m = LinearModel(w.shape[1], w.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if bias is not None:
+            m.bias.copy_(torch.as_tensor(bias, dtype=torch.float32).reshape(-1))
+    return m.eval()
+
+
 @register_model("lr")
-def logistic_regression(input_shape, num_outputs):
-    return LinearModel(_numel(input_shape), num_outputs)
+def logistic_regression(input_shape, num_outputs, bias: bool = True):
+    return LinearModel(_numel(input_shape), num_outputs, bias)
 
 
 @register_model("linreg")
-def linear_regression(input_shape, num_outputs=1):
-    return LinearModel(_numel(input_shape), 1)
+def linear_regression(input_shape, num_outputs=1, bias: bool = True):
+    return LinearModel(_numel(input_shape), 1, bias)
 
 
 @register_model("nn")
@@ -144,6 +157,19 @@ def loss_fn(task: str, reduction: str = "mean") -> Callable[[torch.Tensor, torch
         return r.mean() if reduction == "mean" else r.sum() if reduction == "sum" else r
 
     return {"multiclass": multiclass, "binary": binary, "regression": regression}[check_choice("task", task, ("multiclass", "binary", "regression"))]
+
+
+def split_last_layer(model: nn.Module):
+    """(φ, last) with ``model(x) == last(φ(x))`` and ``last`` linear (Thm. 4: h = Wᵀφ(x; u)).
+
+    Works for :class:`LinearModel` (φ = flatten) and ``nn.Sequential`` models ending
+    in ``nn.Linear`` (every registered model).
+    """
+    if isinstance(model, LinearModel):
+        return (lambda x: x.flatten(1)), model
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        return model[:-1], model[-1]
+    raise PoisonlibError(f"cannot find the last linear layer of {type(model).__name__}; pass features and weights explicitly")
 
 
 def predict(outputs: torch.Tensor, task: str) -> torch.Tensor:

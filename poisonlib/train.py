@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from .models import loss_fn, predict
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "lbfgs")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -57,6 +57,8 @@ class TrainConfig:
 def _make_optimizer(name, params, lr, momentum, weight_decay):
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "lbfgs":  # full-batch quasi-Newton, for convex problems solved to optimality
+        return torch.optim.LBFGS(params, lr=lr, max_iter=50, tolerance_grad=1e-10, tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
@@ -82,7 +84,9 @@ def train(
     """Train ``model`` in place on (x, y) by minimising the mean task loss.
 
     Mini-batches are reshuffled each epoch from a generator seeded by ``seed``;
-    ``batch_size=None`` means full-batch gradient descent. Returns
+    ``batch_size=None`` means full-batch gradient descent. ``optimizer="lbfgs"``
+    (with ``lr=1``) runs up to 50 L-BFGS iterations with a strong-Wolfe line
+    search per epoch: a convex model is then trained to optimality. Returns
     ``(model, history)`` where ``history`` has the mean training loss of each
     epoch (``"loss"``) and, when a validation split is given, its accuracy
     (``"val_accuracy"``) or mean loss (regression).
@@ -106,10 +110,14 @@ def train(
         total = 0.0
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
-            opt.zero_grad(set_to_none=True)
-            batch_loss = loss(model(x[idx]), y[idx])
-            batch_loss.backward()
-            opt.step()
+
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                batch_loss = loss(model(x[idx]), y[idx])
+                batch_loss.backward()
+                return batch_loss
+
+            batch_loss = opt.step(closure)
             total += float(batch_loss.detach()) * len(idx)
         history["loss"].append(total / n)
         if x_val is not None:

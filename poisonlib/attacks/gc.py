@@ -91,17 +91,19 @@ def _box_bounds(clip, box, x_clean):
     return None, None
 
 
-def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="double_backward"):
+def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="double_backward", wrt_labels: bool = False):
     """(∂𝓛/∂x_p, 𝓛) at poisons ``x_p`` for 𝓛 = ½‖g(μ) + eps · g(ν̂)‖² (Eq. 33, 34).
 
     ``double_backward`` differentiates through the poison gradient built with
     ``create_graph=True`` (reverse-over-reverse). ``jvp`` computes r = g(μ) +
     eps g(ν̂) first, then ∇_x eps ⟨g(ν̂), stop_grad(r)⟩ with the directional
     derivative ⟨∇_w ℓ, r⟩ from ``torch.func.jvp`` (reverse-over-forward).
-    Both give the same vector.
+    Both give the same vector. With ``wrt_labels`` (continuous labels, i.e.
+    regression) the first element is the pair (∂𝓛/∂x_p, ∂𝓛/∂y_p).
     """
     loss = loss_fn(task)
     names = list(params)
+    argnums = (0, 1) if wrt_labels else 0
     if method == "jvp":
         from torch.func import grad, jvp
 
@@ -109,16 +111,18 @@ def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="double_backwar
         r = {k: g_mu[k] + eps * gp[k] for k in names}
         obj = 0.5 * sum((t * t).sum() for t in r.values())
 
-        def directional(x):
-            return jvp(lambda p: loss(functional_call(model, p, (x,)), y_p), (params,), (r,))[1]
+        def directional(x, y):
+            return jvp(lambda p: loss(functional_call(model, p, (x,)), y), (params,), (r,))[1]
 
-        return eps * grad(directional)(x_p), obj.detach()
+        g = grad(directional, argnums=argnums)(x_p, y_p)
+        return (tuple(eps * t for t in g) if wrt_labels else eps * g), obj.detach()
     x_p = x_p.detach().requires_grad_(True)
+    y_p = y_p.detach().requires_grad_(wrt_labels)
     p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     gp = torch.autograd.grad(loss(functional_call(model, p, (x_p,)), y_p), list(p.values()), create_graph=True)
     obj = 0.5 * sum(((g_mu[k] + eps * g) ** 2).sum() for k, g in zip(names, gp))
-    (gx,) = torch.autograd.grad(obj, x_p)
-    return gx, obj.detach()
+    g = torch.autograd.grad(obj, [x_p, y_p] if wrt_labels else [x_p])
+    return (tuple(g) if wrt_labels else g[0]), obj.detach()
 
 
 def _init_poisons(x_clean, y_clean, n_p, seed):
@@ -147,6 +151,7 @@ def gradient_canceling(
     seed: int = 0,
     device: str = "auto",
     method: str = "double_backward",
+    optimize_labels: bool = False,
     checkpoint: str | None = None,
     checkpoint_every: int = 100,
     progress: bool | None = None,
@@ -174,6 +179,8 @@ def gradient_canceling(
         (default) when features are unbounded, as the theory assumes.
     seed : seeds the choice of the clean points the poisons start from.
     method : ``"double_backward"`` or ``"jvp"``, see :func:`gc_gradient`.
+    optimize_labels : also move the poisons' (continuous) labels, Sec. 4 "we may
+        choose to optimize both the feature x and label y"; regression only.
     checkpoint : file to save the state to every ``checkpoint_every`` epochs; a
         run finding a checkpoint of the same configuration resumes from it and
         ends with identical results (on CPU).
@@ -193,6 +200,8 @@ def gradient_canceling(
     if opts["clip"] not in CLIPS:
         raise PoisonlibError(f"unknown clip {opts['clip']!r}; choose from: None, 'box', 'range'")
     check_choice("method", method, METHODS)
+    if optimize_labels and task != "regression":
+        raise PoisonlibError(f"optimize_labels needs continuous labels (task 'regression'), not {task!r}")
     epochs = check_int("epochs", epochs, minimum=0)
     lr_ = check_positive("lr", opts["lr"])
     mom = check_positive("momentum", opts["momentum"], allow_zero=True)
@@ -201,7 +210,8 @@ def gradient_canceling(
     n_p = n_poison_points(eps_d, n)
     eps = n_p / n  # realised budget: ε_d g(ν̂) = (1/n) Σ_poisons ∇ℓ exactly
     dev = resolve_device(device)
-    config = dict(variant=variant, eps_d=float(eps_d), n=n, n_poison=n_p, epochs=epochs, seed=seed, method=method, box=box, **opts)
+    config = dict(variant=variant, eps_d=float(eps_d), n=n, n_poison=n_p, epochs=epochs, seed=seed, method=method, box=box,
+                  optimize_labels=optimize_labels, **opts)
 
     target = target.to(dev).eval()
     w = target_params(target, opts["params"])
@@ -210,22 +220,25 @@ def gradient_canceling(
     lo, hi = [b.to(dev) if isinstance(b, torch.Tensor) else b for b in (lo, hi)]
     x0, y_p, init_idx = _init_poisons(x_clean, y_clean, n_p, seed)
     x_p = x0.to(dev).requires_grad_(True)
-    y_p = y_p.to(dev)
-    opt = torch.optim.SGD([x_p], lr=lr_, momentum=mom)
+    y_p = y_p.to(dev).requires_grad_(optimize_labels)
+    opt = torch.optim.SGD([x_p, y_p] if optimize_labels else [x_p], lr=lr_, momentum=mom)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     scale = {"per_point": n, "mean": 1.0, "sum": 2.0 * n * n}[opts["scaling"]]
     history = {"objective": [], "residual": []}
-    start = _maybe_resume(checkpoint, config, x_p, opt, sched, history)
+    start = _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history)
 
     bar = tqdm(range(start, epochs), desc=f"GC eps_d={eps_d:g}", disable=not show_progress(progress), leave=False, initial=start, total=epochs)
     for epoch in bar:
-        gx, obj = gc_gradient(target, w, x_p.detach(), y_p, g_mu, eps, task, method)
+        grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method, optimize_labels)
         history["objective"].append(float(obj))
         history["residual"].append(math.sqrt(2 * float(obj)))
         if not math.isfinite(float(obj)):
             raise PoisonlibError(f"GC diverged at epoch {epoch} (objective {float(obj)}); lower lr={lr_}")
         opt.zero_grad(set_to_none=True)
-        x_p.grad = scale * gx
+        if optimize_labels:
+            x_p.grad, y_p.grad = scale * grads[0], scale * grads[1]
+        else:
+            x_p.grad = scale * grads
         opt.step()
         sched.step()
         if lo is not None:
@@ -233,16 +246,16 @@ def gradient_canceling(
                 x_p.copy_(torch.clamp(x_p, lo, hi))
         bar.set_postfix(residual=f"{history['residual'][-1]:.3g}")
         if checkpoint and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            atomic_torch_save(dict(config=config, epoch=epoch + 1, x=x_p.detach().cpu(), opt=opt.state_dict(), sched=sched.state_dict(), history=history), checkpoint)
+            atomic_torch_save(dict(config=config, epoch=epoch + 1, x=x_p.detach().cpu(), y=y_p.detach().cpu(), opt=opt.state_dict(), sched=sched.state_dict(), history=history), checkpoint)
 
-    _, obj = gc_gradient(target, w, x_p.detach(), y_p, g_mu, eps, task, method)
+    _, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method)
     history["final_objective"] = float(obj)
     history["final_residual"] = math.sqrt(2 * float(obj))
     history["initial_residual"] = global_norm(g_mu)
-    return GCResult(x=x_p.detach().cpu(), y=y_p.cpu(), init_index=init_idx, eps_d=eps, history=history, config=config)
+    return GCResult(x=x_p.detach().cpu(), y=y_p.detach().cpu(), init_index=init_idx, eps_d=eps, history=history, config=config)
 
 
-def _maybe_resume(checkpoint, config, x_p, opt, sched, history) -> int:
+def _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history) -> int:
     """Load a checkpoint of the same ``config`` into the live state; return the epoch reached."""
     if not checkpoint or not os.path.exists(checkpoint):
         return 0
@@ -251,6 +264,7 @@ def _maybe_resume(checkpoint, config, x_p, opt, sched, history) -> int:
         raise PoisonlibError(f"checkpoint {checkpoint!r} belongs to another GC configuration; delete it or pass another path")
     with torch.no_grad():
         x_p.copy_(state["x"].to(x_p.device))
+        y_p.copy_(state["y"].to(y_p.device))
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
     history.update(state["history"])
