@@ -18,6 +18,7 @@ def transition_plot(ax, rows: dict, key: str, tau: float, *, ylabel: str, logy: 
     ax.set(xlabel="ε_d", ylabel=ylabel)
     if logy:
         ax.set_yscale("symlog", linthresh=1e-6)
+        ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return ax
 
