@@ -95,6 +95,31 @@ def cross_entropy_bound(c: int, n_grid: int = 2_000_001, restarts: int = 5) -> C
                        f"1-D reduction {red:.10f}, BFGS in R^{c} {full:.10f}")
 
 
+def cross_entropy_proof_steps(c: int, seed: int = 0, n: int = 1000) -> list[CheckResult]:
+    """The steps of App. A's proof at ``n`` random logit vectors (label 1 w.l.o.g.):
+    (A.9) and (A.10) equal ⟨h, p - e_1⟩, the weights of (A.10) sum to 1, the
+    bound (A.11) by the smallest term holds, and no sample beats -W((c-1)/e)."""
+    rng = np.random.default_rng(seed)
+    h = 3 * rng.normal(size=(n, c))
+    p = np.exp(h - h.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    lhs = np.sum(h * p, 1) - h[:, 0]
+    d = h[:, 1:] - h[:, :1]  # t_k = h_k - h_1, k != 1
+    e = np.exp(d)
+    a9 = np.sum(d * e, 1) / (1 + e.sum(1))
+    wts = (1 / (c - 1) + e) / (1 + e.sum(1, keepdims=True))
+    terms = d * e / (1 / (c - 1) + e)
+    a10 = np.sum(wts * terms, 1)
+    ref = f"App. A, c = {c}"
+    return [
+        _close(f"(A.9) = <h, p - y>, c = {c}", ref, 0.0, float(np.abs(a9 - lhs).max()), 1e-9),
+        _close(f"(A.10) = <h, p - y>, c = {c}", ref, 0.0, float(np.abs(a10 - lhs).max()), 1e-9),
+        _close(f"(A.10) weights sum to 1, c = {c}", ref, 1.0, float(np.abs(wts.sum(1)).max()), 1e-12),
+        CheckResult(f"(A.11) <h, p - y> >= min_k term, c = {c}", ref, 0.0, float((lhs - terms.min(1)).min()), 0.0, bool((lhs >= terms.min(1) - 1e-12).all())),
+        CheckResult(f"(A.12) samples >= -W((c-1)/e), c = {c}", ref, T.cross_entropy_infimum(c), float(lhs.min()), 0.0, bool(lhs.min() >= T.cross_entropy_infimum(c) - 1e-12)),
+    ]
+
+
 def tau_ratios() -> list[CheckResult]:
     """The ratios the paper quotes: 1/W(1/e) ≈ 3.6 (Sec. 5.3), τ(2)/τ(10) ≈ 4 and
     τ(2)/τ(200) ≈ 11 for the same ⟨W, G(μ)⟩ (Sec. 5.2). The paper's numbers are

@@ -325,3 +325,16 @@ def frank_wolfe(g_mu, candidate_grads, eps_d: float, *, iters: int = 200, correc
             q[k] += eta
     hist.append(float(np.linalg.norm(g_mu + eps * (q @ Gk))))
     return {"q": q, "residual": hist, "gap": gaps, "support": int((q > 1e-12).sum())}
+
+
+def tau_last_layer(model: torch.nn.Module, x, y, *, num_classes: int | None = None) -> dict:
+    """Thm. 4 explicitly: penultimate features φ(x; u) of ``model``, then
+    :func:`tau_linear` of its last layer (W, b) on them (A.16, A.17). Equal to
+    :func:`tau_model` on the logits, since ⟨W, G_1(μ)⟩ = E⟨h, p - y⟩."""
+    from .models import split_last_layer
+
+    phi, last = split_last_layer(model)
+    model.eval()
+    with torch.no_grad():
+        feats = torch.cat([phi(x[i : i + 4096]) for i in range(0, len(x), 4096)])
+    return tau_linear(last.weight, last.bias, feats, y, num_classes)

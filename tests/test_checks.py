@@ -28,6 +28,11 @@ def test_appendix_a_bound(c):
     _assert(checks.cross_entropy_bound(c))
 
 
+@pytest.mark.parametrize("c", [2, 3, 10, 200])
+def test_appendix_a_proof_steps(c):
+    _assert(checks.cross_entropy_proof_steps(c))
+
+
 def test_quoted_ratios():
     r = checks.tau_ratios()
     _assert(r)
@@ -142,3 +147,11 @@ def test_lbfgs_solves_a_convex_problem_to_optimality():
     from poisonlib.grads import global_norm, mean_gradient
 
     assert global_norm(mean_gradient(m, ds.x_train, ds.y_train, ds.task)) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["lr", "nn", "cnn"])
+def test_tau_from_penultimate_features_equals_tau_from_logits(name, mnist):
+    m = model_for(name, mnist, seed=1)
+    a = theory.tau_last_layer(m, mnist.x_train[:300], mnist.y_train[:300])
+    b = theory.tau_model(m, mnist.x_train[:300], mnist.y_train[:300], mnist.task, device="cpu")
+    assert a["inner"] == pytest.approx(b["inner"], rel=1e-5, abs=1e-7) and a["tauc"] == pytest.approx(b["tauc"], rel=1e-5, abs=1e-7)
