@@ -255,5 +255,3 @@ def all_theory_checks() -> list[CheckResult]:
     res += [least_squares(e) for e in (0.01, 0.1, 1.0)]
     return res
 
-
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("math", "np", "torch", "minimize", "minimize_scalar", "dataclass", "annotations", "T")]
