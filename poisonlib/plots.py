@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-
 
 def mark_tau(ax, tau: float, label: str = "τ", **kw) -> None:
     """A vertical dashed line at ε_d = τ."""
@@ -22,8 +20,3 @@ def transition_plot(ax, rows: dict, key: str, tau: float, *, ylabel: str, logy: 
     ax.legend(fontsize=8)
     return ax
 
-
-def figure(ncols: int, width: float = 4.0, height: float = 3.4):
-    """A row of ``ncols`` axes."""
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height))
-    return fig, axes
