@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--path-output", default=None, help="where _build/html goes (default: the project root)")
     book.add_argument("--root", default=None, help="project root holding _config.yml (default: found from the current folder)")
 
+    from .runner import list_experiments
+
+    run = sub.add_parser("run", help="run the grid of a table or figure (cached cells are skipped)",
+                         description="Run every cell of an experiment grid (datasets x models x eps_w x eps_d x seeds) that the profile "
+                         "allows; finished cells come from the results store. Prints one line per cell.")
+    run.add_argument("experiment", choices=list_experiments(), metavar="EXPERIMENT", help=f"one of {', '.join(list_experiments())}")
+    run.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--data-root", default=None, help="folder with the full datasets (MNIST at the paper profile, CIFAR-10, TinyImageNet)")
+    run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the profile's seeds of GC cells")
+    run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
+    run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+
     sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
     return parser
 
@@ -223,6 +236,42 @@ def cmd_book(args) -> int:
     return 0
 
 
+_RUN_COLUMNS = ("status", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc", "target_acc", "tau2",
+                "n_poison", "retrained_acc", "drop", "grad_mixed", "wall_time_s", "reason")
+
+
+def cmd_run(args) -> int:
+    import dataclasses
+
+    import pandas as pd
+
+    from .runner import get_experiment, run_experiment
+
+    if args.csv and os.path.isdir(args.csv):
+        raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
+    exp = get_experiment(args.experiment)
+    cells = exp.cells(__import__("poisonlib.experiments", fromlist=["get_profile"]).get_profile(args.profile))
+    if args.seeds is not None:
+        cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind == "gc" else c for c in cells for s in args.seeds))
+    rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        print("no cells")
+        return 0
+    if (df["status"] != "skipped").sum() and "target" in df and exp.name in ("table1", "table5"):
+        cols = [c for c in _RUN_COLUMNS if c in df and c not in ("eps_d", "seed", "n_poison", "retrained_acc", "drop", "grad_mixed")]
+    else:
+        cols = [c for c in _RUN_COLUMNS if c in df]
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = df["status"].value_counts().to_dict()
+    print(f"{exp.name} [{args.profile}]: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), file=sys.stderr)
+    if args.csv:
+        df = df.drop(columns=[c for c in ("gc_residual_curve", "examples") if c in df])
+        _write_outputs(os.path.dirname(os.path.abspath(args.csv)), {os.path.basename(args.csv): lambda p: df.to_csv(p, index=False)})
+    return 0
+
+
 def cmd_list(args) -> int:
     from .data import list_datasets
     from .experiments import PROFILES
@@ -232,12 +281,16 @@ def cmd_list(args) -> int:
     print("models:  ", ", ".join(list_models()))
     for p in PROFILES.values():
         print(f"profile {p.name}: {p.description}")
+    from .runner import get_experiment, list_experiments
+
+    for name in list_experiments():
+        print(f"experiment {name}: {get_experiment(name).description}")
     return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "list": cmd_list}[args.command]
+    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "list": cmd_list}[args.command]
     try:
         return handler(args)
     except PoisonlibError as e:

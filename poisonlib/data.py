@@ -243,6 +243,95 @@ def mnist17(data_root: str | None = None, split_seed: int = 0) -> Dataset:
     )
 
 
+# --------------------------------------------------------------------------- CIFAR-10, TinyImageNet
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def _need_root(name: str, data_root: str | None, how: str) -> str:
+    if data_root is None:
+        raise PoisonlibError(f"dataset {name!r} has no embedded copy: pass data_root (--data-root) with {how}")
+    return os.path.expanduser(data_root)
+
+
+def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR-10 batch (the python version torchvision downloads): uint8 (N, 3, 32, 32), labels."""
+    import pickle
+
+    with open(path, "rb") as f:
+        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="latin1").items()}
+    return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"], dtype=np.int64)
+
+
+@register_dataset("cifar10")
+def cifar10(data_root: str | None = None, split_seed: int = 0) -> Dataset:
+    """CIFAR-10 from ``data_root/cifar-10-batches-py`` (the on-disk format of
+    ``torchvision.datasets.CIFAR10``): 50k training images split 70/30 into
+    train / validation, the 10k test batch as test; pixels in [0, 1], shape (3, 32, 32).
+    Never downloads; the files are read directly (no md5 check)."""
+    root = os.path.join(_need_root("cifar10", data_root, "CIFAR-10 under it"), CIFAR10_DIR)
+    files = [*CIFAR10_TRAIN, "test_batch"]
+    missing = [f for f in files if not os.path.exists(os.path.join(root, f))]
+    if missing:
+        raise PoisonlibError(
+            f"CIFAR-10 not found under data_root={data_root!r}: missing {', '.join(missing)} in {root}; get it once with "
+            f"python -c \"import torchvision; torchvision.datasets.CIFAR10({data_root!r}, download=True)\""
+        )
+    parts = [_read_cifar_batch(os.path.join(root, f)) for f in CIFAR10_TRAIN]
+    x_tr, y_tr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    x_te, y_te = _read_cifar_batch(os.path.join(root, "test_batch"))
+    xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
+    f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return _as_dataset("cifar10", "multiclass", 10, (f(xa), ya), (f(xv), yv), (f(x_te), y_te), box=(0.0, 1.0), source=f"CIFAR-10 under {data_root}")
+
+
+TINY_DIR = "tiny-imagenet-200"
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+@register_dataset("tinyimagenet")
+def tinyimagenet(data_root: str | None = None, split_seed: int = 0) -> Dataset:
+    """TinyImageNet from the standard ``data_root/tiny-imagenet-200`` folder
+    (``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images`` with
+    ``val/val_annotations.txt``): 200 classes, pixels in [0, 1], shape (3, 64, 64).
+    The labelled ``val`` folder is the test set (the official test labels are
+    not public); the training images are split 70/30 into train / validation."""
+    root = os.path.join(_need_root("tinyimagenet", data_root, "tiny-imagenet-200 under it"), TINY_DIR)
+    wnids_path, ann_path = os.path.join(root, "wnids.txt"), os.path.join(root, "val", "val_annotations.txt")
+    for p in (wnids_path, ann_path):
+        if not os.path.exists(p):
+            raise PoisonlibError(f"TinyImageNet not found under data_root={data_root!r}: missing {p} (unzip tiny-imagenet-200.zip there)")
+    with open(wnids_path) as f:
+        wnids = [w.strip() for w in f if w.strip()]
+    label = {w: i for i, w in enumerate(wnids)}
+    x_tr, y_tr = [], []
+    for w in wnids:
+        folder = os.path.join(root, "train", w, "images")
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            x_tr.append(_read_image(os.path.join(folder, name)))
+            y_tr.append(label[w])
+    x_te, y_te = [], []
+    with open(ann_path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in label:
+                x_te.append(_read_image(os.path.join(root, "val", "images", parts[0])))
+                y_te.append(label[parts[1]])
+    if not x_tr or not x_te:
+        raise PoisonlibError(f"TinyImageNet under {root} has no training or validation images")
+    x_tr, y_tr, x_te, y_te = np.stack(x_tr), np.asarray(y_tr), np.stack(x_te), np.asarray(y_te)
+    xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
+    f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return _as_dataset("tinyimagenet", "multiclass", len(wnids), (f(xa), ya), (f(xv), yv), (f(x_te), y_te), box=(0.0, 1.0),
+                       source=f"TinyImageNet under {data_root}")
+
+
 # --------------------------------------------------------------------------- synthetic
 OR_POINTS = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 OR_LABELS = np.array([0, 1, 1, 1])

@@ -53,40 +53,75 @@ class Profile:
     seeds: tuple = (0, 1, 2)
     sweep_points: int = 12  # ε_d values of the low-dimensional phase-transition sweeps (Fig. 1, 2, 4)
     sweep_gc_epochs: int = 2000  # GC steps of those sweeps
+    limits: dict = field(default_factory=dict)  # model -> {"gc_epochs", "seeds", "max_poisons"} overriding the above
+    gc_batch_size: dict = field(default_factory=dict)  # dataset -> GC mini-batch size (default: full batch)
 
     def train_config(self, model: str) -> TrainConfig:
         return self.train.get(model, self.train["default"])
+
+    def gc_epochs_for(self, model: str) -> int:
+        """GC steps (epochs) of a ``model`` cell at this profile."""
+        return self.limits.get(model, {}).get("gc_epochs", self.gc_epochs)
+
+    def seeds_for(self, model: str) -> tuple:
+        """Seeds of a ``model`` cell at this profile."""
+        return tuple(self.limits.get(model, {}).get("seeds", self.seeds))
+
+    def max_poisons(self, model: str) -> int | None:
+        """Largest poison set a ``model`` cell runs at this profile (``None``: no cap)."""
+        return self.limits.get(model, {}).get("max_poisons")
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["train"] = {k: v.as_dict() for k, v in self.train.items()}
         return d
 
+    def cell_config(self, model: str, dataset: str | None = None) -> dict:
+        """The part of the profile that shapes a cell of ``model`` on ``dataset`` (what a
+        cached record is keyed by, so that tuning one model's limits keeps the others' records)."""
+        d = {"name": self.name, "n_train": self.n_train, "train": self.train_config(model).as_dict(), "gradpc_batch_size": self.gradpc_batch_size}
+        if dataset is not None:
+            d.update(gc_epochs=self.gc_epochs_for(model), gc_batch_size=self.gc_batch_size.get(dataset))
+        return d
+
 
 PROFILES = {
     "smoke": Profile(
         "smoke",
-        "CI smoke test: 300 MNIST-5k training digits, 10 training epochs, 20 GC steps, one seed",
+        "CI smoke test: 300 MNIST-5k training digits, 10 training epochs, 20 GC steps (CNN 5), one seed, "
+        "at most 600 / 300 / 30 poisons for LR / NN / CNN",
         needs_data_root=False,
         n_train=300,
         train={"default": TrainConfig(epochs=10, lr=0.1, batch_size=100)},
         gc_epochs=20,
         seeds=(0,),
+        limits={"lr": {"max_poisons": 600}, "nn": {"max_poisons": 300}, "cnn": {"gc_epochs": 5, "max_poisons": 30}},
         sweep_points=4,
         sweep_gc_epochs=100,
     ),
     "cpu": Profile(
         "cpu",
-        "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs; 1000 GC steps; 3 seeds",
+        "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs (NN: 30, CNN: 10); "
+        "GC steps / seeds / largest poison set: LR 1000 / 3 / any, NN 100 / 1 / 2,800 (eps_d <= 1), CNN 100 / 1 / 300 (eps_d <= 0.1)",
         needs_data_root=False,
         n_train=None,
-        train={"default": TrainConfig(epochs=100, lr=0.1, batch_size=100)},
+        train={
+            "default": TrainConfig(epochs=100, lr=0.1, batch_size=100),
+            "nn": TrainConfig(epochs=30, lr=0.1, batch_size=100),
+            "cnn": TrainConfig(epochs=10, lr=0.1, batch_size=100),
+        },
         gc_epochs=1000,
         seeds=(0, 1, 2),
+        limits={
+            "nn": {"gc_epochs": 100, "seeds": (0,), "max_poisons": 2800},
+            "cnn": {"gc_epochs": 100, "seeds": (0,), "max_poisons": 300},
+        },
     ),
     "paper": Profile(
         "paper",
-        "full datasets under data_root; SGD lr 0.1, 100 epochs, batch 10000 (LR, NN) / 1000 (CNN); 1000 GC steps; 3 seeds",
+        "full datasets under data_root; SGD lr 0.1, 100 epochs, batch 10000 (LR, NN) / 1000 (CNN); "
+        "ResNets: SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 128, 100 epochs; 1000 GC steps "
+        "(mini-batch 1000 on CIFAR-10 / TinyImageNet); 3 seeds",
         sweep_points=20,
         sweep_gc_epochs=3000,
         needs_data_root=True,
@@ -94,9 +129,12 @@ PROFILES = {
         train={
             "default": TrainConfig(epochs=100, lr=0.1, batch_size=10000),
             "cnn": TrainConfig(epochs=100, lr=0.1, batch_size=1000),
+            "resnet18": TrainConfig(epochs=100, lr=0.05, batch_size=128, momentum=0.9, weight_decay=5e-4),
+            "resnet34": TrainConfig(epochs=100, lr=0.05, batch_size=128, momentum=0.9, weight_decay=5e-4),
         },
         gc_epochs=1000,
         seeds=(0, 1, 2),
+        gc_batch_size={"cifar10": 1000, "tinyimagenet": 1000},
     ),
 }
 
@@ -111,6 +149,8 @@ def get_profile(profile: str | Profile) -> Profile:
 def load_for_profile(dataset: str, profile: str | Profile, data_root: str | None = None):
     """Load ``dataset`` as the profile asks (subset for smoke; full data for paper)."""
     prof = get_profile(profile)
+    if data_root is None and dataset in ("cifar10", "tinyimagenet"):
+        raise PoisonlibError(f"dataset {dataset!r} has no embedded copy: pass data_root (--data-root) with it under it (profile {prof.name!r})")
     if prof.needs_data_root and data_root is None and dataset in ("mnist", "mnist17"):
         raise PoisonlibError(f"profile {prof.name!r} uses the full {dataset} dataset: pass data_root (--data-root) with MNIST under it")
     return data_mod.load_dataset(dataset, data_root=data_root, n_train=prof.n_train)
@@ -131,6 +171,8 @@ def clean_and_target(
     *,
     target: str = "gradpc",
     eps_w_norm: str = "absolute",
+    noise: str = "parameter",
+    scale: float = 1.0,
     target_seed: int = 0,
     data_root: str | None = None,
     device: str = "auto",
@@ -139,31 +181,43 @@ def clean_and_target(
 ):
     """Train the clean model and corrupt it into the target; both cached under ``results/models``.
 
+    ``target``: ``"gradpc"`` or ``"randompc"`` (with ``noise``, see
+    :func:`~poisonlib.attacks.gradpc.randompc`); ``scale`` multiplies the
+    target's last linear layer (weights and bias), e.g. 0.5 for the w/2
+    targets of Table 8: same predictions, lower confidence, smaller τ (Ex. 2;
+    for LR this is exactly w/2).
+
     Returns ``(clean_model, target_model, info)``; ``info`` holds clean / target
     test accuracy (%), ‖w_target - w_clean‖₂, τ(2), τ(c) and ⟨W, G(μ)⟩ of the target.
     """
     prof = get_profile(profile)
     check_choice("target", target, TARGETS)
     eps_w = check_positive("eps_w", eps_w)
+    scale = check_positive("scale", scale)
     tcfg = prof.train_config(model)
     key = dict(
         kind="target", **_data_key(ds, data_root), model=model, target=target, eps_w=eps_w, eps_w_norm=eps_w_norm,
         target_seed=target_seed, train=tcfg.as_dict(), gradpc_batch_size=prof.gradpc_batch_size,
     )
+    if target == "randompc":
+        key["noise"] = noise
+    if scale != 1.0:
+        key["scale"] = scale
     path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
     clean, tgt = model_for(model, ds), model_for(model, ds)
     if os.path.exists(path):
         state = torch.load(path, map_location="cpu", weights_only=False)
         clean.load_state_dict(state["clean"])
         tgt.load_state_dict(state["target"])
-        return clean.eval(), tgt.eval(), state["info"]
-    clean = model_for(model, ds, seed=target_seed)
-    clean, _ = train(clean, ds.x_train, ds.y_train, ds.task, **tcfg.as_dict(), seed=target_seed, device=device, progress=progress, desc="clean model")
+        return clean.eval(), tgt.eval(), {**state["info"], "n_train": len(ds.x_train)}
+    clean = clean_model(ds, model, tcfg, seed=target_seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
     if target == "gradpc":
         tgt, pc = gradpc(clean, ds.x_train, ds.y_train, ds.task, eps_w, norm=eps_w_norm, batch_size=prof.gradpc_batch_size, seed=target_seed, device=device, progress=progress)
     else:
-        tgt, pc = randompc(clean, eps_w, norm=eps_w_norm, seed=target_seed)
+        tgt, pc = randompc(clean, eps_w, noise=noise, norm=eps_w_norm, seed=target_seed)
     clean, tgt = clean.cpu(), tgt.cpu()
+    if scale != 1.0:
+        scale_last_layer(tgt, scale)
     info = {
         "clean_acc": 100 * evaluate(clean, ds.x_test, ds.y_test, ds.task)["accuracy"],
         "target_acc": 100 * evaluate(tgt, ds.x_test, ds.y_test, ds.task)["accuracy"],
@@ -172,8 +226,53 @@ def clean_and_target(
         **{k: v for k, v in tau_model(tgt, ds.x_train, ds.y_train, ds.task).items()},
     }
     info["target_drop"] = info["target_acc"] - info["clean_acc"]
+    info["n_train"] = len(ds.x_train)
     atomic_torch_save({"clean": clean.state_dict(), "target": tgt.state_dict(), "info": info, "key": key}, path)
     return clean.eval(), tgt.eval(), info
+
+
+def clean_model(ds, model: str, train_config: TrainConfig, *, seed: int = 0, data_root=None, device="auto", results_dir=None, progress=None):
+    """The clean model, trained once per (data, model, training protocol, seed) and cached
+    under ``results/models/clean-<hash>.pt``; every target of it starts from this copy."""
+    key = dict(kind="clean", **_data_key(ds, data_root), model=model, train=train_config.as_dict(), seed=seed)
+    path = os.path.join(results_dir or default_results_dir(), "models", "clean-" + config_hash(key) + ".pt")
+    m = model_for(model, ds, seed=seed)
+    if os.path.exists(path):
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["clean"])
+        return m.to(resolve_device(device))
+    m, _ = train(m, ds.x_train, ds.y_train, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="clean model")
+    atomic_torch_save({"clean": {k: v.cpu() for k, v in m.state_dict().items()}, "key": key}, path)
+    return m
+
+
+def scale_last_layer(model: torch.nn.Module, factor: float) -> torch.nn.Module:
+    """Multiply the last linear layer (weights and bias) of ``model`` by ``factor``, in place."""
+    from .models import split_last_layer
+
+    _, last = split_last_layer(model)
+    with torch.no_grad():
+        for p in last.parameters():
+            p.mul_(factor)
+    return model
+
+
+def target_cell(dataset: str, model: str, eps_w: float, profile="cpu", *, target="gradpc", noise="parameter", scale=1.0, seed=0,
+                eps_w_norm="absolute", data_root=None, device="auto", results_dir=None, force=False, progress=None) -> dict:
+    """Clean model and target as a record of the results store (experiment ``"target"``): the
+    Table 1 / 5 numbers (clean and target accuracy, drop, ‖δ‖, τ(2), τ(c)) with provenance.
+    ``seed`` seeds the clean model and the corruption (GC cells use seed 0's target)."""
+    prof = get_profile(profile)
+    config = dict(dataset=dataset, model=model, eps_w=float(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
+                  noise=noise if target == "randompc" else None, profile=prof.cell_config(model), **({"seed": seed} if seed else {}),
+                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)))
+
+    def compute():
+        ds = load_for_profile(dataset, prof, data_root)
+        _, _, info = clean_and_target(ds, model, eps_w, prof, target=target, noise=noise, scale=scale, eps_w_norm=eps_w_norm,
+                                      target_seed=seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
+        return dict(info)
+
+    return cached_run("target", config, compute, results_dir=results_dir, force=force, device=config["device"])
 
 
 def retrain(ds, model: str, x_poison, y_poison, train_config: TrainConfig, *, seed: int, device="auto", progress=None, **model_kwargs):
@@ -265,14 +364,23 @@ def run_gc(
     profile: str | Profile = "cpu",
     target: str = "gradpc",
     eps_w_norm: str = "absolute",
+    scale: float = 1.0,
     gc_epochs: int | None = None,
     gc_options: dict | None = None,
     data_root: str | None = None,
     device: str = "auto",
     results_dir: str | None = None,
     progress: bool | None = None,
+    checkpoint: str | None = None,
 ):
     """One GC cell, uncached: returns ``(metrics, gc_result, target_model, dataset)``.
+
+    ``checkpoint``: file where GC saves its state every 100 epochs and resumes from
+    (identical results on CPU); :func:`gc_cell` manages one per cell.
+
+    GC runs ``gc_epochs`` steps (default: the profile's for ``model``), full
+    batch or in the profile's mini-batches for ``dataset``; ``gc_options`` go to
+    :func:`~poisonlib.attacks.gc.gradient_canceling` (e.g. ``{"clip": "range"}`` for GC-c).
 
     Metrics (accuracies and drops in %, drops = retrained - clean):
     ``clean_acc, target_acc, target_drop, retrained_acc, drop, tau2, tauc, inner,
@@ -285,12 +393,14 @@ def run_gc(
     dev = resolve_device(device)
     ds = load_for_profile(dataset, prof, data_root)
     _, tgt, info = clean_and_target(
-        ds, model, eps_w, prof, target=target, eps_w_norm=eps_w_norm, data_root=data_root, device=dev, results_dir=results_dir, progress=progress
+        ds, model, eps_w, prof, target=target, eps_w_norm=eps_w_norm, scale=scale, data_root=data_root, device=dev, results_dir=results_dir,
+        progress=progress,
     )
     eps = resolve_eps_d(eps_d, info)
+    opts = {"batch_size": prof.gc_batch_size.get(dataset), **(gc_options or {})}
     res = gradient_canceling(
-        tgt, ds.x_train, ds.y_train, ds.task, eps, epochs=prof.gc_epochs if gc_epochs is None else gc_epochs,
-        box=ds.feature_box, seed=seed, device=dev, progress=progress, **(gc_options or {}),
+        tgt, ds.x_train, ds.y_train, ds.task, eps, epochs=prof.gc_epochs_for(model) if gc_epochs is None else gc_epochs,
+        box=ds.feature_box, seed=seed, device=dev, progress=progress, checkpoint=checkpoint, **opts,
     )
     retrained = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=dev, progress=progress)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
@@ -308,8 +418,18 @@ def run_gc(
         "grad_mixed": norms["mixed"],
         "gc_residual_curve": [round(v, 6) for v in res.history["residual"]],
         "poison_range": [float(res.x.min()), float(res.x.max())],
+        "examples": poison_examples(res, ds),
     }
     return metrics, res, tgt.cpu(), ds
+
+
+def poison_examples(res, ds, k: int = 8) -> dict:
+    """The first ``k`` poisons and the clean points they started from (Fig. 8, 9), as
+    lists rounded to 4 decimals so that a JSON record can hold them."""
+    k = min(k, res.n_poison)
+    clean = ds.x_train[res.init_index[:k]]
+    as_list = lambda t: torch.round(t.float() * 1e4).div(1e4).tolist()  # noqa: E731
+    return {"shape": list(ds.input_shape), "label": res.y[:k].tolist(), "clean": as_list(clean), "poison": as_list(res.x[:k])}
 
 
 def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None, **options) -> dict:
@@ -317,34 +437,33 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
 
     ``options`` are :func:`run_gc`'s keywords (``seed, profile, target, gc_options,
     data_root, device, ...``); every one of them, defaults included, is part of
-    the cached config.
+    the cached config. GC checkpoints to ``results/checkpoints/gc-<hash>.pt``, so an
+    interrupted cell resumes where it stopped; the file goes once the record is written.
     """
     bound = inspect.signature(run_gc).bind(dataset, model, eps_w, eps_d, **options)
     bound.apply_defaults()
     a = dict(bound.arguments)
     prof = get_profile(a["profile"])
     config = {k: a[k] for k in ("dataset", "model", "seed", "target", "eps_w_norm", "gc_epochs")}
+    if a["scale"] != 1.0:
+        config["scale"] = float(a["scale"])
     config.update(
-        eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.as_dict(), gc_options=a["gc_options"] or {},
+        eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
+        gc_options=a["gc_options"] or {},
         data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
     )
 
+    ckpt = os.path.join(results_dir or default_results_dir(), "checkpoints", f"gc-{config_hash(config)}.pt")
+    if force and os.path.exists(ckpt):
+        os.remove(ckpt)
+
     def compute():
-        return run_gc(**{**a, "results_dir": results_dir, "progress": progress})[0]
+        return run_gc(**{**a, "results_dir": results_dir, "progress": progress, "checkpoint": ckpt})[0]
 
-    return cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
-
-
-def gc_grid(dataset, model, eps_w, eps_ds, *, seeds=None, profile="cpu", progress=None, **kw) -> list[dict]:
-    """:func:`gc_cell` over ε_d values × seeds (profile's seeds by default), with a progress bar."""
-    from tqdm import tqdm
-
-    from .train import show_progress
-
-    prof = get_profile(profile)
-    cells = [(e, s) for e in eps_ds for s in (prof.seeds if seeds is None else seeds)]
-    bar = tqdm(cells, desc=f"GC {dataset}/{model}", disable=not show_progress(progress))
-    return [gc_cell(dataset, model, eps_w, e, seed=s, profile=prof, progress=False, **kw) for e, s in bar]
+    rec = cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
+    if os.path.exists(ckpt):  # the record is written: an interrupted run no longer needs it
+        os.remove(ckpt)
+    return rec
 
 
 def summarize(values) -> tuple[float, float]:

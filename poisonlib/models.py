@@ -12,6 +12,10 @@ nn      3-layer MLP: d -> 784 -> 784 -> c, LeakyReLU(0.2)
 cnn     Conv(32, k=3) -> ReLU -> Conv(64, k=3) -> ReLU -> MaxPool(2)
         -> FC 128 -> ReLU -> FC c  (the PyTorch MNIST example used by the
         authors' code, without its dropout so that gradients are deterministic)
+resnet18, resnet34
+        torchvision's ResNets (He et al. 2016) with ``num_classes`` outputs;
+        for inputs of at most 64x64 pixels (CIFAR-10, TinyImageNet) the
+        "CIFAR stem": a 3x3, stride-1 first convolution and no max-pool
 linreg  linear regression: Flatten -> Linear(d, 1)
 ======  ====================================================================
 """
@@ -134,6 +138,39 @@ def cnn(input_shape, num_outputs, hidden: int = 128):
         ("fc2", nn.Linear(hidden, num_outputs)),
     ]
     return nn.Sequential(OrderedDict(layers))
+
+
+def _resnet(arch: str, input_shape, num_outputs: int, stem: str = "auto"):
+    """A torchvision ResNet as an ``nn.Sequential`` ending in its ``fc`` layer.
+
+    ``stem="cifar"`` swaps the 7x7/stride-2 convolution and max-pool of the
+    ImageNet stem for a 3x3/stride-1 convolution (inputs of 32 or 64 pixels
+    would otherwise shrink to 1-2 pixels before the last block); ``"auto"``
+    picks it for inputs of at most 64 pixels a side.
+    """
+    import torchvision
+
+    if len(input_shape) != 3:
+        raise PoisonlibError(f"model {arch!r} needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+    check_choice("stem", stem, ("auto", "cifar", "imagenet"))
+    c, h, _ = input_shape
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_outputs)
+    if stem == "cifar" or (stem == "auto" and h <= 64):
+        net.conv1, net.maxpool = nn.Conv2d(c, 64, 3, 1, 1, bias=False), nn.Identity()
+    elif c != 3:
+        net.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
+    return nn.Sequential(OrderedDict([*((k, getattr(net, k)) for k in names), ("flatten", nn.Flatten()), ("fc", net.fc)]))
+
+
+@register_model("resnet18")
+def resnet18(input_shape, num_outputs, stem: str = "auto"):
+    return _resnet("resnet18", input_shape, num_outputs, stem)
+
+
+@register_model("resnet34")
+def resnet34(input_shape, num_outputs, stem: str = "auto"):
+    return _resnet("resnet34", input_shape, num_outputs, stem)
 
 
 # --------------------------------------------------------------------------- losses

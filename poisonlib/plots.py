@@ -20,3 +20,48 @@ def transition_plot(ax, rows: dict, key: str, tau: float, *, ylabel: str, logy: 
     ax.legend(fontsize=8)
     return ax
 
+
+
+def learning_curves(ax, rows: list[dict], label, *, taus: dict | None = None, title: str = ""):
+    """‖g(χ)‖ per GC epoch (Fig. 3, 7) of each run row: residual / (1 + ε_d).
+
+    ``label(row)`` names a curve. The final value is marked with a dot, so that a
+    plateau is visible as a flat tail ending in a dot well above zero.
+    """
+    for r in rows:
+        curve = [v / (1 + r["eps_d_used"]) for v in r["gc_residual_curve"]]
+        (line,) = ax.semilogy(curve, label=label(r))
+        ax.plot(len(curve) - 1, r["grad_mixed"], "o", color=line.get_color(), ms=4)
+    ax.set(xlabel="GC epoch", ylabel="‖g(χ)‖", title=title)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def poison_grid(examples: dict, *, n: int = 8, title: str = ""):
+    """Fig. 8 / 9: clean starting points (row 1), GC poisons (row 2), perturbation (row 3)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shape = examples["shape"]
+    clean = np.asarray(examples["clean"], dtype=float)[:n].reshape(-1, *shape)
+    poison = np.asarray(examples["poison"], dtype=float)[:n].reshape(-1, *shape)
+    k = len(clean)
+    fig, axes = plt.subplots(3, k, figsize=(1.3 * k, 4.2), squeeze=False)
+    delta = poison - clean
+    span = float(np.abs(delta).max()) or 1.0
+    for j in range(k):
+        for i, (img, kw) in enumerate(((clean[j], {}), (poison[j], {}), (delta[j], {"cmap": "seismic", "vmin": -span, "vmax": span}))):
+            a = img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0]
+            if img.shape[0] == 3 and i < 2:
+                a = np.clip(a, 0, 1)
+            elif img.shape[0] == 3:
+                a = 0.5 + 0.5 * a.mean(axis=2) / span  # perturbation of a colour image, as grey levels around 0.5
+                kw = {"cmap": "seismic", "vmin": 0, "vmax": 1}
+            axes[i, j].imshow(a, **({"cmap": "gray", "vmin": 0, "vmax": 1} if i < 2 and img.shape[0] == 1 else kw))
+            axes[i, j].axis("off")
+        axes[0, j].set_title(f"y = {examples['label'][j]}", fontsize=8)
+    for i, name in enumerate(("clean", "poisoned", f"perturbation (±{span:.2f})")):
+        axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -44,10 +44,17 @@ def test_gradpc_respects_its_budget_and_raises_the_loss(mnist, lr_target, norm):
         assert loss(tgt(ds.x_train), ds.y_train) > loss(clean(ds.x_train), ds.y_train)
 
 
-def test_randompc_has_the_same_radius(lr_target):
-    tgt, info = randompc(lr_target[0], 0.5)
-    delta = global_norm([a.detach() - b.detach() for a, b in zip(tgt.parameters(), lr_target[0].parameters())])
-    assert delta == pytest.approx(0.5, rel=1e-5)
+def test_randompc_l2_has_gradpcs_radius_and_parameter_noise_scales_with_p(lr_target):
+    clean = lr_target[0]
+    tgt, info = randompc(clean, 0.5, noise="l2")
+    delta = global_norm([a.detach() - b.detach() for a, b in zip(tgt.parameters(), clean.parameters())])
+    assert delta == pytest.approx(0.5, rel=1e-5) == info["delta_norm"]
+    tgt, info = randompc(clean, 0.5, seed=1)  # default: eps_w * N(0, 1) per parameter
+    d = torch.cat([(a.detach() - b.detach()).reshape(-1) for a, b in zip(tgt.parameters(), clean.parameters())])
+    assert float(d.std()) == pytest.approx(0.5, rel=0.05) and abs(float(d.mean())) < 0.05
+    assert info["delta_norm"] == pytest.approx(float(d.norm()), rel=1e-5) and info["delta_norm"] > 40  # ~0.5 sqrt(7850)
+    with pytest.raises(PoisonlibError, match="unknown noise 'l1'"):
+        randompc(clean, 0.5, noise="l1")
 
 
 def test_gradpc_rejects_nonpositive_budget(mnist, lr_target):
@@ -111,9 +118,10 @@ def test_official_variant_uses_first_tensor_and_no_box(mnist, lr_target):
     assert float(res.x.max()) > 1.0 or float(res.x.min()) < 0.0
 
 
-def test_gc_checkpoint_resume_gives_identical_results(tmp_path, mnist, lr_target):
+@pytest.mark.parametrize("batch_size, stop_at", [(None, 16), (50, 40)])
+def test_gc_checkpoint_resume_gives_identical_results(tmp_path, mnist, lr_target, batch_size, stop_at):
     ds = mnist
-    kw = dict(epochs=30, box=ds.feature_box, device="cpu", seed=3)
+    kw = dict(epochs=30, box=ds.feature_box, device="cpu", seed=3, batch_size=batch_size)
     full = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, **kw)
     ck = str(tmp_path / "gc.pt")
     gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, checkpoint=ck, checkpoint_every=10, **{**kw, "epochs": 30})
@@ -128,7 +136,7 @@ def test_gc_checkpoint_resume_gives_identical_results(tmp_path, mnist, lr_target
 
     def boom(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 16:
+        if calls["n"] == stop_at:
             raise KeyboardInterrupt
         return real(*a, **k)
 
@@ -183,3 +191,18 @@ def test_mean_gradient_is_chunk_invariant(mnist, lr_target):
     b = mean_gradient(tgt, ds.x_train[:500], ds.y_train[:500], ds.task, chunk=10_000)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert math.isclose(global_norm(a), global_norm(b), rel_tol=1e-5)
+
+
+def test_minibatch_gc_lowers_the_exact_objective(mnist, lr_target):
+    ds = mnist
+    res = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.3, epochs=15, batch_size=100, box=ds.feature_box, device="cpu")
+    assert res.config["batch_size"] == 100 and res.n_poison == 840
+    norms = mixed_gradient_norm(lr_target[1], ds.x_train, ds.y_train, res.x, res.y, ds.task)
+    assert norms["residual"] == pytest.approx(res.history["final_residual"], rel=1e-4)
+    full = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.3, epochs=15, box=ds.feature_box, device="cpu")
+    assert res.history["final_residual"] < 0.8 * (1 + res.eps_d) * res.history["initial_residual"]
+    assert res.history["final_residual"] < 1.05 * full.history["final_residual"]  # as good as full batch here
+    # a batch as large as the poison set is plain full-batch GC (same config, same result)
+    a = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, epochs=5, batch_size=10_000, device="cpu")
+    b = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, epochs=5, device="cpu")
+    assert a.config == b.config and torch.equal(a.x, b.x)

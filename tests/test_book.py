@@ -16,8 +16,8 @@ def test_find_root_walks_up(tmp_path):
 
 def test_notebook_sources_and_only():
     names = [os.path.basename(p) for p in notebook_sources(ROOT)]
-    assert "gc_mnist_lr.md" in names
-    assert [os.path.basename(p) for p in notebook_sources(ROOT, ["gc_mnist_lr"])] == ["gc_mnist_lr.md"]
+    assert "gc_table2.md" in names
+    assert [os.path.basename(p) for p in notebook_sources(ROOT, ["gc_table2"])] == ["gc_table2.md"]
     with pytest.raises(PoisonlibError, match="unknown chapter 'table99'"):
         notebook_sources(ROOT, ["table99"])
 

@@ -8,7 +8,7 @@ import pytest
 
 from poisonlib.cli import main
 
-SUBCOMMANDS = [["attack"], ["attack", "gc"], ["tau"], ["book"], ["list"]]
+SUBCOMMANDS = [["attack"], ["attack", "gc"], ["tau"], ["book"], ["run"], ["list"]]
 
 
 def run_cli(*args, cwd=None):
@@ -18,7 +18,7 @@ def run_cli(*args, cwd=None):
 def test_help_lists_every_subcommand():
     r = run_cli("--help")
     assert r.returncode == 0
-    for cmd in ("attack", "tau", "book", "list"):
+    for cmd in ("attack", "tau", "book", "run", "list"):
         assert cmd in r.stdout
 
 
@@ -100,3 +100,25 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mnist17" in out and "profile smoke" in out
+
+
+def test_run_table1_prints_rows_writes_csv_and_reuses_the_store(tmp_path, capsys):
+    csv = tmp_path / "out" / "t1.csv"
+    assert main(["run", "table1", "--profile", "smoke", "--device", "cpu", "--csv", str(csv)]) == 0
+    cap = capsys.readouterr()
+    assert "table1 [smoke]: 6 computed" in cap.err and "gradpc" in cap.out
+    import pandas as pd
+
+    df = pd.read_csv(csv)
+    assert len(df) == 6 and set(df["model"]) == {"lr", "nn", "cnn"} and {"clean_acc", "tau2", "record"} <= set(df.columns)
+    assert main(["run", "table1", "--profile", "smoke", "--device", "cpu"]) == 0
+    assert "6 cached" in capsys.readouterr().err
+
+
+def test_run_skips_cells_it_cannot_run_and_bad_names_fail_cleanly(tmp_path):
+    r = run_cli("run", "fig9", "--profile", "smoke", "--device", "cpu")
+    assert r.returncode == 0 and "needs data_root" in r.stdout and "1 skipped" in r.stderr
+    r = run_cli("run", "table99")
+    assert r.returncode == 2 and "invalid choice: 'table99'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("run", "table1", "--csv", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr

@@ -124,3 +124,71 @@ def test_npz_dataset_and_nan_rejection(tmp_path):
     np.savez(bad, x_train=x, y_train=rng.integers(0, 2, 50), x_test=rng.normal(size=(10, 3)), y_test=rng.integers(0, 2, 10))
     with pytest.raises(PoisonlibError, match="NaN"):
         load_dataset(str(bad))
+
+
+# --------------------------------------------------------------------------- CIFAR-10 and TinyImageNet, real on-disk formats
+def _write_cifar(root, n_per_batch=20, seed=0):
+    """Pickled batches as in cifar-10-python.tar.gz: Python-2 str keys (str once loaded with latin1), data uint8 (N, 3072) RGB planes."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in np.arange(n_per_batch) % 10]
+        with open(d / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": ["x.png"] * n_per_batch}, f, protocol=2)
+        batches[name] = (data, labels)
+    return batches
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    batches = _write_cifar(tmp_path)
+    ds = load_dataset("cifar10", data_root=str(tmp_path))
+    assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10 and ds.feature_box == (0.0, 1.0)
+    assert len(ds.x_train) + len(ds.x_val) == 100 and len(ds.x_test) == 20
+    data, labels = batches["test_batch"]
+    # channel-first planes: the first 1024 bytes are the red channel of image 0
+    assert torch.allclose(ds.x_test[0, 0].reshape(-1), torch.tensor(data[0, :1024] / 255.0, dtype=torch.float32))
+    assert ds.y_test.tolist() == labels
+
+
+def test_cifar10_and_tinyimagenet_need_data_root_and_name_missing_files(tmp_path):
+    with pytest.raises(PoisonlibError, match="'cifar10' has no embedded copy: pass data_root"):
+        load_dataset("cifar10")
+    with pytest.raises(PoisonlibError, match="missing data_batch_1"):
+        load_dataset("cifar10", data_root=str(tmp_path))
+    with pytest.raises(PoisonlibError, match="TinyImageNet not found .*wnids.txt"):
+        load_dataset("tinyimagenet", data_root=str(tmp_path))
+
+
+def test_tinyimagenet_reads_the_standard_folder_layout(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01443537", "n01629819", "n01641577"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    first = None
+    for w in wnids:
+        d = root / "train" / w / "images"
+        d.mkdir(parents=True)
+        (root / "train" / w / f"{w}_boxes.txt").write_text("")
+        for i in range(10):
+            a = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+            Image.fromarray(a).save(d / f"{w}_{i}.JPEG", quality=100)
+    lines = []
+    for i in range(6):
+        a = np.full((64, 64), 40 * i, dtype=np.uint8)  # grayscale files exist in the real set: converted to RGB
+        Image.fromarray(a).save(root / "val" / "images" / f"val_{i}.JPEG", quality=100)
+        lines.append(f"val_{i}.JPEG\t{wnids[i % 3]}\t0\t0\t63\t63")
+        first = first if first is not None else a
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    ds = load_dataset("tinyimagenet", data_root=str(tmp_path))
+    assert ds.input_shape == (3, 64, 64) and ds.num_classes == 3
+    assert len(ds.x_train) + len(ds.x_val) == 30 and len(ds.x_test) == 6
+    assert ds.y_test.tolist() == [0, 1, 2, 0, 1, 2]
+    assert torch.allclose(ds.x_test[2], torch.full((3, 64, 64), 80 / 255.0), atol=2 / 255)

@@ -1,18 +1,28 @@
+import glob
+import os
+
 import pytest
+import torch
 
 from poisonlib import PoisonlibError, paper
-from poisonlib.experiments import PROFILES, gc_cell, gc_grid, get_profile, load_for_profile
-from poisonlib.report import table2_comparison, target_comparison
+from poisonlib.experiments import PROFILES, gc_cell, get_profile, load_for_profile, target_cell
+from poisonlib.report import table2, target_comparison, target_info, targets_table, verdict
+from poisonlib.runner import Cell, get_experiment, list_experiments, run_experiment
 
 
 def test_profiles():
     assert set(PROFILES) == {"smoke", "cpu", "paper"}
     assert get_profile("paper").train_config("cnn").batch_size == 1000
     assert get_profile("paper").train_config("lr").batch_size == 10000
+    assert get_profile("paper").gc_batch_size["cifar10"] == 1000 and get_profile("paper").max_poisons("cnn") is None
+    cpu = get_profile("cpu")
+    assert cpu.gc_epochs_for("lr") == 1000 and cpu.seeds_for("lr") == (0, 1, 2) and cpu.max_poisons("cnn") == 300
     with pytest.raises(PoisonlibError, match="unknown profile 'huge'"):
         get_profile("huge")
     with pytest.raises(PoisonlibError, match="data_root"):
         load_for_profile("mnist", "paper")
+    with pytest.raises(PoisonlibError, match="'cifar10' has no embedded copy"):
+        load_for_profile("cifar10", "cpu")
 
 
 def test_gc_cell_end_to_end_cached_and_deterministic():
@@ -23,24 +33,124 @@ def test_gc_cell_end_to_end_cached_and_deterministic():
     assert 0 <= m["retrained_acc"] <= 100 and m["drop"] == pytest.approx(m["retrained_acc"] - m["clean_acc"])
     assert m["tau2"] >= m["tauc"] >= 0 and len(m["gc_residual_curve"]) == 20
     assert 0.0 <= m["poison_range"][0] <= m["poison_range"][1] <= 1.0
+    ex = m["examples"]
+    assert ex["shape"] == [1, 28, 28] and len(ex["poison"]) == 8 and len(ex["clean"][0]) == 1
     assert gc_cell("mnist", "lr", 1.0, 0.1, **kw)["cached"]
     again = gc_cell("mnist", "lr", 1.0, 0.1, force=True, **kw)["metrics"]  # same config + seed on CPU: same numbers
     assert again["retrained_acc"] == m["retrained_acc"] and again["gc_residual_curve"] == m["gc_residual_curve"]
 
 
-def test_eps_d_tau_and_report_tables():
-    recs = gc_grid("mnist", "lr", 1.0, [0.03, "tau"], profile="smoke", device="cpu", progress=False)
-    tau_rec = [r for r in recs if r["config"]["eps_d"] == "tau"][0]
-    assert tau_rec["metrics"]["eps_d"] == pytest.approx(tau_rec["metrics"]["tau2"], rel=1e-2)
-    t = table2_comparison(recs, "mnist", "lr")
-    assert list(t["eps_d"]) == ["0.03", "τ(2)"]
+def test_eps_d_tau_uses_the_targets_threshold():
+    m = gc_cell("mnist", "lr", 1.0, "tau", profile="smoke", device="cpu", gc_epochs=2)["metrics"]
+    assert m["eps_d"] == pytest.approx(m["tau2"], rel=1e-2) and m["eps_d_requested"] == "tau"
+
+
+def test_clean_model_is_trained_once_per_protocol():
+    a = target_cell("mnist", "lr", 0.5, "smoke", device="cpu")["metrics"]
+    b = target_cell("mnist", "lr", 1.0, "smoke", device="cpu")["metrics"]
+    assert a["clean_acc"] == b["clean_acc"] and a["target_acc"] > b["target_acc"]
+    root = os.environ["POISONLIB_RESULTS"]
+    assert len(glob.glob(os.path.join(root, "models", "clean-*.pt"))) == 1
+
+
+def test_scaled_target_keeps_predictions_and_lowers_tau():
+    w = target_cell("mnist", "nn", 0.5, "smoke", device="cpu")["metrics"]
+    w2 = target_cell("mnist", "nn", 0.5, "smoke", scale=0.5, device="cpu")["metrics"]
+    assert w2["target_acc"] == w["target_acc"] and w2["tau2"] < w["tau2"]
+
+
+def test_randompc_targets_by_noise_kind():
+    p = target_cell("mnist", "lr", 0.1, "smoke", target="randompc", device="cpu")["metrics"]
+    l2 = target_cell("mnist", "lr", 0.1, "smoke", target="randompc", noise="l2", device="cpu")["metrics"]
+    assert l2["delta_norm"] == pytest.approx(0.1, rel=1e-4) and p["delta_norm"] > 5  # 0.1 * sqrt(7850) ~ 8.9
+    assert p["target_acc"] < l2["target_acc"]
+
+
+def test_runner_runs_skips_and_reports():
+    cells = [Cell("gc", "mnist", "lr", 1.0, eps_d=0.03), Cell("gc", "mnist", "lr", 1.0, eps_d="tau"), Cell("gc", "cifar10", "resnet18", 0.5, eps_d=0.1)]
+    rows = run_experiment("table2", "smoke", device="cpu", cells=cells, progress=False)
+    assert [r["status"] for r in rows] == ["computed", "skipped", "skipped"]
+    assert "n_p = " in rows[1]["reason"] and "needs data_root" in rows[2]["reason"]
+    assert rows[0]["eps_d"] == 0.03 and rows[0]["eps_d_used"] == pytest.approx(0.03) and len(rows[0]["record"]) > 8
+    assert run_experiment("table2", "smoke", device="cpu", cells=cells[:1], progress=False)[0]["status"] == "cached"
+    t = table2(rows, "mnist", "lr")
+    assert list(t["eps_d"]) == ["0.03", "τ(2)"] and t.loc[1, "verdict"] == "not run at this profile"
     assert t.loc[0, "paper drop (%)"].startswith(f"{paper.TABLE2[('mnist', 'lr')]['gc'][0.03]:+.2f}")
-    tc = target_comparison(recs[0]["metrics"], "mnist", "lr")
-    assert tc.loc[0, "paper"] == "92.35"
+    assert target_comparison(target_info(rows, "mnist", "lr"), "mnist", "lr").loc[0, "paper"] == "92.35"
+    assert table2(rows, "cifar10", "resnet18").loc[0, "verdict"] == "not run at this profile"
+
+
+def test_experiment_grids_cover_the_issue():
+    assert {"table1", "table2", "table4", "table5", "table8", "fig3", "fig7", "fig8", "fig9"} <= set(list_experiments())
+    cpu = get_profile("cpu")
+    t2 = get_experiment("table2").cells(cpu)
+    assert {(c.dataset, c.model) for c in t2} == {("mnist", "lr"), ("mnist", "nn"), ("mnist", "cnn"), ("cifar10", "resnet18"), ("tinyimagenet", "resnet34")}
+    assert len([c for c in t2 if c.model == "lr"]) == 4 * 3  # 4 eps_d x 3 seeds
+    assert {c.scale for c in get_experiment("table8").cells(cpu)} == {1.0, 0.5}
+    with pytest.raises(PoisonlibError, match="unknown experiment 'table99'"):
+        get_experiment("table99")
+
+
+def test_targets_table_and_verdicts():
+    rows = run_experiment("table1", "smoke", device="cpu", progress=False, cells=get_experiment("table1").cells(get_profile("smoke"))[:2])
+    t = targets_table(rows, paper.TABLE1, [("GradPC", "gradpc", "parameter")])
+    assert list(t["ε_w"]) == [0.5, 1.0] and t.loc[1, "GradPC paper"] == "21.48 / 70.87"
+    assert verdict(-10.0, -11.5) == "reproduced" and verdict(-6.0, -11.5) == "qualitatively" and verdict(-1.0, -11.5) == "not reproduced"
 
 
 def test_paper_module_holds_reported_numbers_only():
     assert paper.table2_row("mnist", "lr")["gc"]["tau"] == -69.66
+    assert paper.TABLE5["cnn"]["gradpc"][1.0] == (12.98, 86.15) and paper.TABLE8["lr"]["tau_w2"] == 0.54
     assert "reported" in paper.SOURCE
     with pytest.raises(PoisonlibError, match="no row mnist/vit"):
         paper.table2_row("mnist", "vit")
+
+
+def test_paper_path_on_cifar10_files_with_resnet18_and_minibatch_gc(tmp_path):
+    """The paper profile's CIFAR-10 row end to end, shrunk: real on-disk format, ResNet-18, GC in mini-batches."""
+    import dataclasses
+
+    from tests.test_data import _write_cifar
+    from poisonlib.experiments import TrainConfig
+
+    _write_cifar(tmp_path, n_per_batch=6)
+    tiny = dataclasses.replace(get_profile("paper"), name="tiny-paper", train={"default": TrainConfig(epochs=1, lr=0.01, batch_size=16)},
+                               gc_epochs=2, gc_batch_size={"cifar10": 2}, seeds=(0,))
+    rec = gc_cell("cifar10", "resnet18", 0.5, 0.25, profile=tiny, data_root=str(tmp_path), device="cpu")
+    m = rec["metrics"]
+    assert m["n_clean"] == 21 and m["n_poison"] == 5 and len(m["gc_residual_curve"]) == 2
+    assert rec["config"]["profile"]["gc_batch_size"] == 2 and m["examples"]["shape"] == [3, 32, 32]
+    assert 0.0 <= m["poison_range"][0] and m["poison_range"][1] <= 1.0 and m["tau2"] >= m["tauc"] >= 0
+
+
+def test_interrupted_gc_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import poisonlib.attacks.gc as gcmod
+
+    kw = dict(profile="smoke", device="cpu", gc_epochs=150)
+    ref = gc_cell("mnist", "lr", 1.0, 0.1, results_dir=str(tmp_path / "ref"), **kw)["metrics"]
+    real, calls = gcmod.gc_gradient, {"n": 0}
+
+    def boom(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 120:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gcmod, "gc_gradient", boom)
+    with pytest.raises(KeyboardInterrupt):
+        gc_cell("mnist", "lr", 1.0, 0.1, **kw)
+    ckpts = glob.glob(os.path.join(os.environ["POISONLIB_RESULTS"], "checkpoints", "gc-*.pt"))
+    assert len(ckpts) == 1 and torch.load(ckpts[0], weights_only=False)["epoch"] == 100
+    monkeypatch.setattr(gcmod, "gc_gradient", real)
+    rec = gc_cell("mnist", "lr", 1.0, 0.1, **kw)
+    assert rec["metrics"]["gc_residual_curve"] == ref["gc_residual_curve"] and rec["metrics"]["retrained_acc"] == ref["retrained_acc"]
+    assert not os.path.exists(ckpts[0])  # removed once the record is written
+
+
+def test_cell_records_are_keyed_by_their_own_models_settings_only():
+    import dataclasses
+
+    cpu = get_profile("cpu")
+    other = dataclasses.replace(cpu, limits={**cpu.limits, "cnn": {"gc_epochs": 7}})
+    assert cpu.cell_config("lr", "mnist") == other.cell_config("lr", "mnist")
+    assert cpu.cell_config("cnn", "mnist") != other.cell_config("cnn", "mnist")

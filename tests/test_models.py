@@ -49,3 +49,30 @@ def test_losses_match_the_paper_equations():
     # Eq. (8): 1/2 (y - w'x)^2
     assert torch.allclose(loss_fn("regression")(torch.tensor([[2.0]]), torch.tensor([1.0])), torch.tensor(0.5))
     assert predict(h, "binary").tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("arch, blocks", [("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3])])
+def test_resnets_use_the_cifar_stem_for_small_images(arch, blocks):
+    import torchvision
+
+    m = build_model(arch, (3, 32, 32), 10, seed=0)
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and isinstance(m.maxpool, torch.nn.Identity)
+    assert [len(getattr(m, f"layer{i}")) for i in range(1, 5)] == blocks
+    assert m.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    # same parameter count as torchvision's model apart from the smaller stem
+    ref = getattr(torchvision.models, arch)(num_classes=10)
+    diff = sum(p.numel() for p in ref.parameters()) - sum(p.numel() for p in m.parameters())
+    assert diff == 64 * 3 * (49 - 9)
+    big = build_model(arch, (3, 224, 224), 200)
+    assert big.conv1.kernel_size == (7, 7) and isinstance(big.maxpool, torch.nn.MaxPool2d)
+
+
+def test_resnet_last_layer_splits_for_theorem_4():
+    from poisonlib.models import split_last_layer
+
+    m = build_model("resnet18", (3, 64, 64), 200, seed=0).eval()
+    phi, last = split_last_layer(m)
+    x = torch.rand(2, 3, 64, 64)
+    assert last.in_features == 512 and torch.allclose(last(phi(x)), m(x), atol=1e-5)
+    with pytest.raises(PoisonlibError, match="needs image inputs"):
+        build_model("resnet18", (784,), 10)

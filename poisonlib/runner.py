@@ -1,0 +1,210 @@
+"""The experiment grids behind the paper's tables and figures, run cell by cell.
+
+Each grid (a registry keyed by name, e.g. ``"table2"``) lists its cells for a
+profile: *target* cells (clean model + GradPC / RandomPC target: Tables 1, 5)
+and *GC* cells (target + Gradient Canceling + retraining: Tables 2, 4, 8,
+Figs. 3, 7, 8, 9). :func:`run_experiment` runs the cells that the profile
+allows, takes finished ones from the results store, and marks the others as
+*not run at this profile* with the reason (no ``data_root`` for CIFAR-10, a
+poison set larger than the profile's cap, ...), so that a table can say so.
+
+>>> rows = run_experiment("table2", profile="smoke")      # doctest: +SKIP
+>>> poisonlib run table2 --profile cpu                    # the same from a shell
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tqdm import tqdm
+
+from ._registry import Registry
+from ._validation import PoisonlibError
+from .attacks.gc import n_poison_points
+from .experiments import gc_cell, get_profile, target_cell
+from .train import show_progress
+
+EXPERIMENTS = Registry("experiment")
+
+EPS_D_TABLE2 = (0.03, 0.1, 1.0, "tau")
+#: (dataset, model, eps_w) rows of Table 2 (Sec. 5.1: eps_w = 0.5, except 1 for MNIST LR).
+TABLE2_ROWS = (("mnist", "lr", 1.0), ("mnist", "nn", 0.5), ("mnist", "cnn", 0.5), ("cifar10", "resnet18", 0.5), ("tinyimagenet", "resnet34", 0.5))
+MNIST_MODELS = ("lr", "nn", "cnn")
+TABLE5_EPS_W = (0.01, 0.1, 1.0)
+FIG3_EPS_W = (0.1, 0.25, 0.5, 1.0, 2.0)
+FIG3_EPS_W_SHORT = (0.1, 0.5, 2.0)  # NN and CNN below the paper profile (each NN cell at eps_d = 1 costs about a minute on a CPU)
+FIG7_EPS_D = (0.03, 0.1, 0.3, 1.0, 3.0)
+FULL_DATA = ("cifar10", "tinyimagenet")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a target (``kind="target"``) or a GC run (``kind="gc"``)."""
+
+    kind: str
+    dataset: str
+    model: str
+    eps_w: float
+    target: str = "gradpc"
+    noise: str = "parameter"
+    scale: float = 1.0
+    eps_d: float | str | None = None
+    seed: int = 0
+    gc_options: tuple = ()
+
+    def label(self) -> str:
+        what = f"{self.dataset}/{self.model} eps_w={self.eps_w:g}"
+        if self.kind == "target":
+            return f"{what} {self.target}" + (f"({self.noise})" if self.target == "randompc" else "")
+        return f"{what} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    cells: object  # fn(profile) -> list[Cell]
+    aliases: tuple = field(default_factory=tuple)
+
+
+def register_experiment(name: str, description: str):
+    """Decorator registering ``fn(profile) -> list[Cell]`` as experiment ``name``."""
+
+    def deco(fn):
+        EXPERIMENTS.register(name)(lambda: Experiment(name, description, fn))
+        return fn
+
+    return deco
+
+
+def list_experiments() -> list[str]:
+    return EXPERIMENTS.names()
+
+
+def get_experiment(name: str) -> Experiment:
+    return EXPERIMENTS.get(name)()
+
+
+def _gc_cells(prof, dataset, model, eps_w, eps_ds, *, scale=1.0, seeds=None, gc_options=()):
+    seeds = prof.seeds_for(model) if seeds is None else seeds
+    return [Cell("gc", dataset, model, eps_w, scale=scale, eps_d=e, seed=s, gc_options=gc_options) for e in eps_ds for s in seeds]
+
+
+@register_experiment("table1", "clean and GradPC target accuracies on MNIST (eps_w = 0.5, 1)")
+def _table1(prof):
+    return [Cell("target", "mnist", m, w) for m in MNIST_MODELS for w in (0.5, 1.0)]
+
+
+@register_experiment("table5", "RandomPC (per-parameter and L2 noise) and GradPC targets on MNIST at eps_w = 0.01, 0.1, 1")
+def _table5(prof):
+    kinds = (("gradpc", "parameter"), ("randompc", "parameter"), ("randompc", "l2"))
+    return [Cell("target", "mnist", m, w, target=t, noise=nz) for m in MNIST_MODELS for w in TABLE5_EPS_W for t, nz in kinds]
+
+
+@register_experiment("table2", "GC accuracy drops at eps_d = 0.03, 0.1, 1, tau(2) (Tables 2 and 4: mean and std over seeds)")
+def _table2(prof):
+    return [c for d, m, w in TABLE2_ROWS for c in _gc_cells(prof, d, m, w, EPS_D_TABLE2)]
+
+
+@register_experiment("table4", "Table 2's GC cells (Table 4 reports their standard deviations)")
+def _table4(prof):
+    return _table2(prof)
+
+
+@register_experiment("table8", "GC against w and the scaled target w/2 (last layer halved) on MNIST (CNN at the paper profile only)")
+def _table8(prof):
+    rows = TABLE2_ROWS[:3] if prof.name == "paper" else TABLE2_ROWS[:2]  # CNN w/2 at the paper profile only (CPU time)
+    return [c for d, m, w in rows for s in (1.0, 0.5) for c in _gc_cells(prof, d, m, w, EPS_D_TABLE2[:3], scale=s)]
+
+
+@register_experiment("fig3", "GC learning curves ||g(chi)|| at eps_d = 1 for several eps_w (one seed; NN / CNN: 3 eps_w below the paper profile)")
+def _fig3(prof):
+    def eps_ws(m):
+        return FIG3_EPS_W if m == "lr" or prof.name == "paper" else FIG3_EPS_W_SHORT
+
+    return [c for m in MNIST_MODELS for w in eps_ws(m) for c in _gc_cells(prof, "mnist", m, w, (1.0,), seeds=(0,))]
+
+
+@register_experiment("fig7", "GC learning curves ||g(chi)|| at fixed eps_w for several eps_d (one seed)")
+def _fig7(prof):
+    return [c for d, m, w in TABLE2_ROWS[:3] for c in _gc_cells(prof, d, m, w, FIG7_EPS_D, seeds=(0,))]
+
+
+@register_experiment("fig8", "clean / poisoned / perturbation images of GC poisons on MNIST (eps_d = 0.1)")
+def _fig8(prof):
+    return _gc_cells(prof, "mnist", "lr", 1.0, (0.1,), seeds=(0,))
+
+
+@register_experiment("fig9", "clean / poisoned / perturbation images of GC poisons on CIFAR-10 (eps_d = 0.1)")
+def _fig9(prof):
+    return _gc_cells(prof, "cifar10", "resnet18", 0.5, (0.1,), seeds=(0,))
+
+
+def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None = None, tau: float | None = None) -> str | None:
+    """Why ``cell`` does not run at ``profile`` (``None`` when it does)."""
+    prof = get_profile(profile)
+    if cell.dataset in FULL_DATA and data_root is None:
+        return f"not run at this profile: {cell.dataset} needs data_root"
+    if cell.kind == "gc" and prof.name != "paper" and cell.model.startswith("resnet"):
+        return f"not run at this profile: {cell.model} belongs to the paper profile"
+    cap = prof.max_poisons(cell.model)
+    if cell.kind == "gc" and cap is not None and n_train is not None:
+        eps = tau if cell.eps_d == "tau" else cell.eps_d
+        if eps is not None and n_poison_points(eps, n_train) > cap:
+            return f"not run at this profile: n_p = {n_poison_points(eps, n_train)} > {cap} for {cell.model}"
+    return None
+
+
+def run_cell(cell: Cell, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None) -> dict:
+    """Run (or load) one cell; returns its results-store record."""
+    if cell.kind == "target":
+        return target_cell(cell.dataset, cell.model, cell.eps_w, profile, target=cell.target, noise=cell.noise, scale=cell.scale,
+                           seed=cell.seed, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress)
+    return gc_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, seed=cell.seed, profile=profile, target=cell.target, scale=cell.scale,
+                   gc_options=dict(cell.gc_options) or None, data_root=data_root, device=device, results_dir=results_dir, force=force,
+                   progress=progress)
+
+
+def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None,
+                   cells: list[Cell] | None = None, seed: int = 0) -> list[dict]:
+    """Run every cell of experiment ``name`` that ``profile`` allows, with a progress bar.
+
+    ``seed`` is added to every cell's seed (GC cells: the poisons' start and the
+    retraining; target cells: the clean model and the corruption), so that
+    ``seed=10`` repeats the whole grid independently.
+
+    Returns one row per cell: the cell's fields, ``status`` (``"computed"``,
+    ``"cached"`` or ``"skipped"``), ``reason`` for skipped cells, and otherwise
+    the record's ``metrics`` (flattened; ``eps_d_used`` is the realised n_p / n),
+    ``wall_time_s``, ``record`` (its config hash), ``git_commit`` and ``device``.
+    """
+    exp = get_experiment(name)
+    prof = get_profile(profile)
+    cells = exp.cells(prof) if cells is None else cells
+    if seed:
+        cells = [replace(c, seed=c.seed + seed) for c in cells]
+    rows = []
+    bar = tqdm(cells, desc=f"{name} [{prof.name}]", disable=not show_progress(progress))
+    for cell in bar:
+        bar.set_postfix_str(cell.label())
+        row = {**asdict(cell), "profile": prof.name}
+        reason = skip_reason(cell, prof, data_root)
+        if reason is None and cell.kind == "gc" and prof.max_poisons(cell.model) is not None:
+            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, scale=cell.scale, seed=0), prof, data_root=data_root, device=device,
+                            results_dir=results_dir, progress=False)["metrics"]
+            reason = skip_reason(cell, prof, data_root, n_train=info["n_train"], tau=info["tau2"])
+        if reason is not None:
+            rows.append({**row, "status": "skipped", "reason": reason})
+            continue
+        try:
+            rec = run_cell(cell, prof, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=False)
+        except PoisonlibError as e:
+            rows.append({**row, "status": "skipped", "reason": f"not run: {e}"})
+            continue
+        metrics = dict(rec["metrics"])
+        if "eps_d" in metrics:  # the realised n_p / n; the row's eps_d stays the requested value ("tau" or a number)
+            metrics["eps_d_used"] = metrics.pop("eps_d")
+        metrics.pop("eps_d_requested", None)
+        rows.append({**row, "status": "cached" if rec["cached"] else "computed", "wall_time_s": rec["wall_time_s"],
+                     "record": rec["config_hash"], "git_commit": rec["git_commit"], "device": rec["environment"].get("device"), **metrics})
+    return rows
