@@ -154,3 +154,17 @@ def test_cell_records_are_keyed_by_their_own_models_settings_only():
     other = dataclasses.replace(cpu, limits={**cpu.limits, "cnn": {"gc_epochs": 7}})
     assert cpu.cell_config("lr", "mnist") == other.cell_config("lr", "mnist")
     assert cpu.cell_config("cnn", "mnist") != other.cell_config("cnn", "mnist")
+
+
+def test_poison_grid_draws_grey_and_colour_examples():
+    import matplotlib
+
+    matplotlib.use("agg")
+    from poisonlib.plots import poison_grid
+
+    for shape in ([1, 28, 28], [3, 32, 32]):
+        n = int(torch.tensor(shape).prod())
+        clean = torch.rand(4, n)
+        ex = {"shape": shape, "label": [0, 1, 2, 3], "clean": clean.tolist(), "poison": (clean * 0.5).tolist()}
+        fig = poison_grid(ex, title="t")
+        assert len(fig.axes) == 12 and fig.axes[8].images[0].get_array().shape[:2] == tuple(shape[1:])
