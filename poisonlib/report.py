@@ -165,3 +165,25 @@ def provenance(rows: list[dict]) -> pd.DataFrame:
     if not df.empty:
         df["git_commit"] = df["git_commit"].str[:12]
     return df
+
+
+def plateau_table(rows: list[dict]) -> pd.DataFrame:
+    """Where each GC learning curve ends (Figs. 3, 7): ε_d against τ(c) and τ(2) (the
+    *regime*), ‖g(μ)‖, the final ‖g(χ)‖, its reduction from the first epoch and how much
+    it still fell during the last tenth of the run (near 0: a plateau)."""
+    out = []
+    for r in rows:
+        if r["status"] == "skipped":
+            out.append({"model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": eps_label(r["eps_d"]), "note": r["reason"]})
+            continue
+        curve = r["gc_residual_curve"]
+        e = r["eps_d_used"]
+        below = "ε_d < τ(c)" if e < r["tauc"] else "τ(c) ≤ ε_d < τ(2)" if e < r["tau2"] else "ε_d ≥ τ(2)"
+        out.append({
+            "model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": round(e, 3), "τ(c)": round(r["tauc"], 3), "τ(2)": round(r["tau2"], 3),
+            "regime": below, "‖g(μ)‖": round(r["residual_initial"], 4), "‖g(χ)‖ final": round(r["grad_mixed"], 4),
+            "reduction ×": round(curve[0] / (1 + e) / r["grad_mixed"], 1),
+            "last 10% change": f"{(curve[int(0.9 * len(curve))] - curve[-1]) / curve[-1]:.1%}",
+            "note": "",
+        })
+    return pd.DataFrame(out)

@@ -168,3 +168,14 @@ def test_poison_grid_draws_grey_and_colour_examples():
         ex = {"shape": shape, "label": [0, 1, 2, 3], "clean": clean.tolist(), "poison": (clean * 0.5).tolist()}
         fig = poison_grid(ex, title="t")
         assert len(fig.axes) == 12 and fig.axes[8].images[0].get_array().shape[:2] == tuple(shape[1:])
+
+
+def test_plateau_table_classifies_the_regime_against_both_thresholds():
+    from poisonlib.report import plateau_table
+
+    base = dict(status="computed", model="lr", eps_w=1.0, tauc=0.7, tau2=2.8, residual_initial=2.0, gc_residual_curve=[4.0] * 9 + [2.0, 1.0])
+    rows = [dict(base, eps_d_used=e, grad_mixed=1.0 / (1 + e)) for e in (0.1, 1.0, 3.0)]
+    rows.append(dict(status="skipped", model="cnn", eps_w=0.5, eps_d=1.0, reason="not run at this profile: n_p = 2800 > 300 for cnn"))
+    t = plateau_table(rows)
+    assert list(t["regime"][:3]) == ["ε_d < τ(c)", "τ(c) ≤ ε_d < τ(2)", "ε_d ≥ τ(2)"]
+    assert t.loc[1, "reduction ×"] == 4.0 and t.loc[0, "last 10% change"] == "100.0%" and t.loc[3, "note"].startswith("not run")
