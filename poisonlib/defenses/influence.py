@@ -1,0 +1,100 @@
+"""Influence-function sanitisation (Koh & Liang, 2017).
+
+Removing training point z_i from the mean training loss L(w) = (1/n) Σ ℓ(z_j; w)
+(+ ``l2``/2 ‖w‖²) moves the minimiser by Δw ≈ (1/n) H⁻¹ ∇ℓ(z_i; ŵ), with H
+the Hessian of that objective at ŵ, and changes the validation loss by
+
+.. math::  \\Delta L_{val}(i) \\approx \\tfrac1n \\, \\nabla L_{val}(\\hat w)^\\top H^{-1} \\nabla \\ell(z_i; \\hat w).
+
+A point whose removal *lowers* the validation loss is harmful; the defense removes
+the fraction with the most negative ΔL_val. H⁻¹v is exact (dense Hessian, small
+models such as LR) or by conjugate gradient on Hessian-vector products
+(``torch.func``, any model; H must be positive definite: use ``l2 > 0`` for
+non-convex models).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.func import functional_call, grad, jvp
+
+from .._validation import PoisonlibError, check_choice, check_int, check_positive
+from ..grads import flat, mean_gradient, per_example_gradients, target_params
+from ..models import loss_fn
+
+METHODS = ("auto", "exact", "cg")
+
+
+def remove_top(scores: torch.Tensor, frac: float) -> torch.Tensor:
+    """Boolean keep-mask dropping the ``round(frac · n)`` largest ``scores``."""
+    frac = check_positive("remove_frac", frac, allow_zero=True)
+    if frac >= 1:
+        raise PoisonlibError(f"remove_frac must be < 1, got {frac}")
+    k = int(round(frac * len(scores)))
+    keep = torch.ones(len(scores), dtype=torch.bool)
+    if k:
+        keep[torch.topk(scores, k).indices] = False
+    return keep
+
+
+def _objective(model, names, shapes, x, y, task, l2):
+    loss = loss_fn(task)
+
+    def f(theta):
+        params, i = {}, 0
+        for k, s in zip(names, shapes):
+            n = int(torch.tensor(s).prod()) if len(s) else 1
+            params[k] = theta[i : i + n].reshape(s)
+            i += n
+        return loss(functional_call(model, params, (x,)), y) + 0.5 * l2 * (theta * theta).sum()
+
+    return f
+
+
+def inverse_hvp(model, x, y, task: str, v: torch.Tensor, *, l2: float = 0.0, method: str = "auto", cg_iters: int = 200, tol: float = 1e-10):
+    """H⁻¹ v for the Hessian H of the mean training loss (+ l2/2 ‖w‖²) at ``model``'s parameters."""
+    check_choice("method", method, METHODS)
+    params = target_params(model)
+    names, shapes = list(params), [tuple(p.shape) for p in params.values()]
+    theta = flat(params).detach().double()
+    m = copy.deepcopy(model).double()
+    f = _objective(m, names, shapes, x.double(), y if task == "multiclass" else y.double(), task, l2)
+    v = v.double()
+    if method == "exact" or (method == "auto" and theta.numel() <= 2000):
+        h = torch.func.hessian(f)(theta)
+        out = torch.linalg.solve(h, v)
+    else:
+        hvp = lambda u: jvp(grad(f), (theta,), (u,))[1]  # noqa: E731
+        out = _cg(hvp, v, check_int("cg_iters", cg_iters, minimum=1), tol)
+    return out
+
+
+def _cg(hvp, b, iters, tol):
+    """Conjugate gradient for H u = b with H given by ``hvp``."""
+    u = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = r @ r
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rs / (p @ hp)
+        u = u + alpha * p
+        r = r - alpha * hp
+        new = r @ r
+        if new.sqrt() <= tol * b.norm():
+            break
+        p = r + (new / rs) * p
+        rs = new
+    return u
+
+
+def influence_scores(model, x, y, task: str, x_val, y_val, *, l2: float = 0.0, method: str = "auto", cg_iters: int = 200) -> torch.Tensor:
+    """Predicted change ΔL_val(i) of the validation loss when training point i is removed
+    (most negative = most harmful). ``model`` must be (near) the minimiser of the mean
+    training loss + l2/2 ‖w‖² on (x, y)."""
+    g_val = flat(mean_gradient(model, x_val, y_val, task)).double()
+    s = inverse_hvp(model, x, y, task, g_val, l2=l2, method=method, cg_iters=cg_iters)
+    g = per_example_gradients(model, x, y, task).double()
+    return (g @ s) / len(x)

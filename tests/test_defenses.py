@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from poisonlib import PoisonlibError
+from poisonlib.defenses import influence_scores, remove_top, sever, sever_scores
+from poisonlib.defenses.influence import inverse_hvp
+from poisonlib.models import LinearModel, loss_fn
+
+
+def _fit(x, y, l2, steps=200, n=None):
+    """Binary logistic regression to optimality: (1/n) sum of logistic losses + l2/2 ||theta||^2
+    (n = len(x) by default: the mean), float64."""
+    m = LinearModel(x.shape[1], 1).double()
+    opt = torch.optim.LBFGS(m.parameters(), lr=1, max_iter=steps, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    loss = loss_fn("binary", reduction="sum")
+    n = len(x) if n is None else n
+
+    def closure():
+        opt.zero_grad()
+        val = loss(m(x), y) / n + 0.5 * l2 * sum((p * p).sum() for p in m.parameters())
+        val.backward()
+        return val
+
+    opt.step(closure)
+    return m
+
+
+def test_remove_top_drops_the_largest_scores():
+    keep = remove_top(torch.tensor([0.1, 5.0, 0.3, 4.0, 0.2]), 0.4)
+    assert keep.tolist() == [True, False, True, False, True]
+    assert remove_top(torch.ones(3), 0).all()
+    with pytest.raises(PoisonlibError, match="remove_frac must be < 1, got 1"):
+        remove_top(torch.ones(3), 1.0)
+
+
+def test_sever_finds_planted_gradient_outliers(gaussian10):
+    ds = gaussian10
+    x, y = ds.x_train.double(), ds.y_train
+    # label-flipped copies of class-1 points, pushed further to the class-1 side: the
+    # model cannot fit them, and their gradients all point the same way
+    bad_x = 3 * x[y == 1][:30]
+    bad_y = torch.zeros(30, dtype=torch.int64)
+    xx, yy = torch.cat([x, bad_x]), torch.cat([y, bad_y])
+    model = _fit(xx, yy, 1e-3)
+    scores = sever_scores(model, xx, yy, "binary")
+    assert scores.shape == (len(xx),) and bool((scores >= 0).all())
+    keep, _ = sever(model, xx, yy, "binary", 30 / len(xx))
+    removed = (~keep).nonzero().squeeze(1)
+    # 30 of 590 points are planted: a random filter would catch about 5 % of them
+    assert len(removed) == 30 and (removed >= len(x)).float().mean() >= 0.6
+    # rounds retrain between filters
+    calls = []
+    keep2, m2 = sever(model, xx, yy, "binary", 0.02, rounds=2, retrain=lambda a, b: calls.append(len(a)) or _fit(a, b, 1e-3))
+    assert calls == [len(xx) - round(0.02 * len(xx)), len(xx) - round(0.02 * len(xx)) - round(0.02 * (len(xx) - round(0.02 * len(xx))))]
+    assert int((~keep2).sum()) == len(xx) - calls[-1] and isinstance(m2, LinearModel)
+
+
+def test_exact_and_cg_inverse_hvp_agree(gaussian10):
+    ds = gaussian10
+    x, y = ds.x_train.double(), ds.y_train
+    m = _fit(x, y, 1e-2)
+    v = torch.randn(11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a = inverse_hvp(m, x, y, "binary", v, l2=1e-2, method="exact")
+    b = inverse_hvp(m, x, y, "binary", v, l2=1e-2, method="cg")
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_influence_predicts_leave_one_out_retraining(gaussian10):
+    ds = gaussian10
+    l2 = 1e-2
+    x, y = ds.x_train.double(), ds.y_train
+    xv, yv = ds.x_val.double(), ds.y_val
+    m = _fit(x, y, l2)
+    pred = influence_scores(m, x, y, "binary", xv, yv, l2=l2)
+    loss = loss_fn("binary")
+    with torch.no_grad():
+        base = float(loss(m(xv), yv))
+    idx = torch.topk(pred.abs(), 8).indices  # the most influential points: where first order is least accurate
+    actual = []
+    for i in idx.tolist():
+        keep = torch.arange(len(x)) != i
+        # removing z_i = upweighting it by -1/n: the other points keep their weight 1/n
+        with torch.no_grad():
+            actual.append(float(loss(_fit(x[keep], y[keep], l2, n=len(x))(xv), yv)) - base)
+    actual, p = torch.tensor(actual, dtype=torch.float64), pred[idx]
+    assert torch.corrcoef(torch.stack([actual, p]))[0, 1] > 0.98
+    assert bool(((actual - p).abs() <= 0.25 * actual.abs()).all())  # first order, within 25 %
