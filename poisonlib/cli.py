@@ -245,12 +245,13 @@ def cmd_run(args) -> int:
 
     import pandas as pd
 
+    from .experiments import get_profile
     from .runner import get_experiment, run_experiment
 
     if args.csv and os.path.isdir(args.csv):
         raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
     exp = get_experiment(args.experiment)
-    cells = exp.cells(__import__("poisonlib.experiments", fromlist=["get_profile"]).get_profile(args.profile))
+    cells = exp.cells(get_profile(args.profile))
     if args.seeds is not None:
         cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind == "gc" else c for c in cells for s in args.seeds))
     rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells)
@@ -258,10 +259,8 @@ def cmd_run(args) -> int:
     if df.empty:
         print("no cells")
         return 0
-    if (df["status"] != "skipped").sum() and "target" in df and exp.name in ("table1", "table5"):
-        cols = [c for c in _RUN_COLUMNS if c in df and c not in ("eps_d", "seed", "n_poison", "retrained_acc", "drop", "grad_mixed")]
-    else:
-        cols = [c for c in _RUN_COLUMNS if c in df]
+    gc_only = ("eps_d", "seed", "n_poison", "retrained_acc", "drop", "grad_mixed")
+    cols = [c for c in _RUN_COLUMNS if c in df and not (exp.name in ("table1", "table5") and c in gc_only)]
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
         print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     counts = df["status"].value_counts().to_dict()

@@ -130,7 +130,8 @@ def targets_table(rows: list[dict], reported: dict, kinds: list[tuple[str, str, 
                 rs = [r for r in select(rows, model=model, eps_w=eps_w, target=target) if target != "randompc" or r["noise"] == noise]
                 r = rs[0] if rs else None
                 line["clean: ours / paper"] = f"{r['clean_acc']:.2f} / {reported[model]['clean']:.2f}" if r and r["status"] != "skipped" else "–"
-                p = reported.get(model, {}).get(target if noise != "l2" else "none", {}).get(eps_w)
+                # the paper's RandomPC is the per-parameter one; the L2 variant has no reported value
+                p = reported.get(model, {}).get(target, {}).get(eps_w) if noise == "parameter" else None
                 ours = "–" if not r or r["status"] == "skipped" else f"{r['target_acc']:.2f} / {-r['target_drop']:.2f}"
                 line[f"{label} ours"] = ours
                 line[f"{label} paper"] = "–" if p is None else f"{p[0]:.2f} / {p[1]:.2f}"

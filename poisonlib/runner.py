@@ -14,7 +14,7 @@ poison set larger than the profile's cap, ...), so that a table can say so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
 
@@ -64,7 +64,6 @@ class Experiment:
     name: str
     description: str
     cells: object  # fn(profile) -> list[Cell]
-    aliases: tuple = field(default_factory=tuple)
 
 
 def register_experiment(name: str, description: str):
