@@ -83,13 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Gradient Canceling (Alg. 1): poisons that make the target's gradient vanish on clean + poisons. "
                          "Writes OUT/poisons.npz, OUT/target.npz and OUT/metrics.json.")
     _add_common(gc)
-    gc.add_argument("--target", default="gradpc", choices=["gradpc", "randompc"], help="how the target model is made (default gradpc)")
+    gc.add_argument("--target", default="gradpc", choices=["gradpc", "randompc", "labelflip", "tgda"],
+                    help="how the target model is made (default gradpc; labelflip: --eps-w is the test error; tgda: TGDA's eps_d)")
     gc.add_argument("--eps-d", type=_eps_d, required=True, help="poisoning budget eps_d > 0 (n_p = eps_d * n), or 'tau' for tau(2) of the target")
     gc.add_argument("--epochs", type=_nonneg_int, default=None, help="GC steps (default: the profile's, 1000 at cpu/paper)")
     gc.add_argument("--variant", default="paper", choices=["paper", "official"], help="Alg. 1 as written (default) or the released code's choices")
     gc.add_argument("--clip", default="variant", choices=["variant", "box", "range", "none"],
                     help="projection: the dataset's feature box, the clean data's per-feature range (GC-c), none; default: the variant's")
     gc.add_argument("--out", required=True, help="output folder")
+
+    for name, what in (("tgda", "TGDA (Lu et al. 2022): total-gradient descent-ascent on the poisons"),
+                       ("gm", "Gradient Matching (Geiping et al. 2021) with the reversed loss, Eq. 35-36"),
+                       ("kkt", "KKT attack (Koh et al. 2022) against a linear target"),
+                       ("mt", "Model-Targeted attack (Suya et al. 2021), online, until eps-close to the target or out of budget")):
+        b = asub.add_parser(name, help=what, description=f"{what}. Writes OUT/poisons.npz and OUT/metrics.json.")
+        _add_common(b, eps_w_default=1.0)
+        b.add_argument("--target", default="gradpc", choices=["gradpc", "randompc", "labelflip", "tgda"],
+                       help="the target model (KKT, MT); its strength is --eps-w (label flip: the test error; tgda: TGDA's eps_d)")
+        b.add_argument("--eps-d", type=_eps_d, required=True, help="poisoning budget eps_d > 0 (MT: the most it may use), or 'tau'")
+        b.add_argument("--out", required=True, help="output folder")
 
     tau = sub.add_parser("tau", help="thresholds tau(2), tau(c) of a target model (Eq. 20, 29; Thm. 4)",
                          description="Print JSON with tau(2), tau(c), <W, G(mu)> and the accuracy of a target model: "
@@ -118,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--data-root", default=None, help="folder with the full datasets (MNIST at the paper profile, CIFAR-10, TinyImageNet)")
-    run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the profile's seeds of GC cells")
+    run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the seeds of the attack cells (GC, baselines, defenses)")
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
 
@@ -148,7 +160,28 @@ def _check_out(out: str) -> None:
         raise PoisonlibError(f"--out {out!r} exists and is not a folder")
 
 
+def cmd_attack_baseline(args) -> int:
+    from .baselines import run_attack
+    from .results import environment, git_commit
+
+    _check_out(args.out)
+    t0 = time.perf_counter()
+    metrics, res = run_attack(args.dataset, args.model, args.eps_w, args.eps_d, args.attack, seed=args.seed, profile=args.profile,
+                              target=args.target, data_root=args.data_root, device=args.device)
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "out")}
+    record = {"experiment": f"attack-{args.attack}", "config": config, "seed": args.seed, "metrics": metrics,
+              "environment": environment(args.device), "git_commit": git_commit(), "wall_time_s": round(time.perf_counter() - t0, 3)}
+    x = res.x.reshape(len(res.x), -1).numpy().astype(np.float32)
+    _write_outputs(args.out, {"poisons.npz": lambda p: _savez(p, x=x, y=res.y.numpy()), "metrics.json": lambda p: _dump_json(record, p)})
+    summary = {k: metrics[k] for k in ("clean_acc", "target_acc", "retrained_acc", "drop", "tau2", "eps_d", "n_poison", "grad_mixed")}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {os.path.join(args.out, 'poisons.npz')}, metrics.json", file=sys.stderr)
+    return 0
+
+
 def cmd_attack_gc(args) -> int:
+    if args.attack != "gc":
+        return cmd_attack_baseline(args)
     from .experiments import run_gc
     from .results import environment, git_commit
 
@@ -236,8 +269,9 @@ def cmd_book(args) -> int:
     return 0
 
 
-_RUN_COLUMNS = ("status", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc", "target_acc", "tau2",
-                "n_poison", "retrained_acc", "drop", "grad_mixed", "wall_time_s", "reason")
+_RUN_COLUMNS = ("status", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc",
+                "target_acc", "tau2", "n_poison", "retrained_acc", "drop", "attacked_acc", "influence_drop", "sever_drop", "maxup_drop",
+                "grad_mixed", "wall_time_s", "reason")
 
 
 def cmd_run(args) -> int:
@@ -253,7 +287,7 @@ def cmd_run(args) -> int:
     exp = get_experiment(args.experiment)
     cells = exp.cells(get_profile(args.profile))
     if args.seeds is not None:
-        cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind == "gc" else c for c in cells for s in args.seeds))
+        cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind != "target" else c for c in cells for s in args.seeds))
     rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells)
     df = pd.DataFrame(rows)
     if df.empty:

@@ -55,6 +55,16 @@ class Profile:
     sweep_gc_epochs: int = 2000  # GC steps of those sweeps
     limits: dict = field(default_factory=dict)  # model -> {"gc_epochs", "seeds", "max_poisons"} overriding the above
     gc_batch_size: dict = field(default_factory=dict)  # dataset -> GC mini-batch size (default: full batch)
+    baselines: dict = field(default_factory=dict)  # attack or "defense" -> {model or "default": options}
+
+    def attack_options(self, attack: str, model: str) -> dict:
+        """Settings of a baseline ``attack`` (``tgda, gm, kkt, mt``, or ``defense``) for ``model``."""
+        opts = self.baselines.get(attack, {})
+        return {**opts.get("default", {}), **opts.get(model, {})}
+
+    def paper_only_attacks(self, model: str) -> tuple:
+        """Baseline attacks that this profile leaves to the paper profile for ``model``."""
+        return tuple(self.baselines.get("paper_only", {}).get(model, ()))
 
     def train_config(self, model: str) -> TrainConfig:
         return self.train.get(model, self.train["default"])
@@ -67,9 +77,11 @@ class Profile:
         """Seeds of a ``model`` cell at this profile."""
         return tuple(self.limits.get(model, {}).get("seeds", self.seeds))
 
-    def max_poisons(self, model: str) -> int | None:
-        """Largest poison set a ``model`` cell runs at this profile (``None``: no cap)."""
-        return self.limits.get(model, {}).get("max_poisons")
+    def max_poisons(self, model: str, kind: str = "gc") -> int | None:
+        """Largest poison set a ``model`` cell of ``kind`` (``gc``, or ``attack`` / ``defense``,
+        capped by ``baseline_max_poisons`` where given) runs at this profile (``None``: no cap)."""
+        lim = self.limits.get(model, {})
+        return lim.get("baseline_max_poisons", lim.get("max_poisons")) if kind in ("attack", "defense") else lim.get("max_poisons")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -98,11 +110,21 @@ PROFILES = {
         limits={"lr": {"max_poisons": 600}, "nn": {"max_poisons": 300}, "cnn": {"gc_epochs": 5, "max_poisons": 30}},
         sweep_points=4,
         sweep_gc_epochs=100,
+        baselines={
+            "tgda": {"default": dict(epochs=3, leader_lr=0.05, follower_steps=3, cg_iters=4)},
+            "gm": {"default": dict(steps=20)},
+            "kkt": {"default": dict(steps=50, fractions=(0.5,))},
+            "mt": {"default": dict(max_rounds=3, n_starts=1, ascent_steps=10), "nn": dict(stop_eps=10.0), "cnn": dict(stop_eps=10.0)},
+            "labelflip": {"default": dict(quantiles=(0.1, 0.3), repeats=(1,))},
+            "defense": {"default": dict(maxup_m=2)},
+            "paper_only": {"nn": ("mt",), "cnn": ("mt", "tgda", "defense")},
+        },
     ),
     "cpu": Profile(
         "cpu",
         "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs (NN: 30, CNN: 10); "
-        "GC steps / seeds / largest poison set: LR 1000 / 3 / any, NN 100 / 1 / 2,800 (eps_d <= 1), CNN 100 / 1 / 300 (eps_d <= 0.1)",
+        "GC steps / seeds / largest poison set: LR 1000 / 3 / any, NN 100 / 1 / 2,800 (eps_d <= 1), CNN 100 / 1 / 300 (eps_d <= 0.1); "
+        "baselines and defenses: one seed, NN only at eps_d = 0.03 on MNIST (<= 300 poisons), none on the CNN, MaxUp with m = 2",
         needs_data_root=False,
         n_train=None,
         train={
@@ -113,8 +135,21 @@ PROFILES = {
         gc_epochs=1000,
         seeds=(0, 1, 2),
         limits={
-            "nn": {"gc_epochs": 100, "seeds": (0,), "max_poisons": 2800},
+            "nn": {"gc_epochs": 100, "seeds": (0,), "max_poisons": 2800, "baseline_max_poisons": 300},
             "cnn": {"gc_epochs": 100, "seeds": (0,), "max_poisons": 300},
+        },
+        baselines={
+            "tgda": {"default": dict(epochs=50, leader_lr=0.05, follower_steps=10, cg_iters=8),
+                     "nn": dict(epochs=10, leader_lr=0.1, follower_steps=5, cg_iters=4),
+                     "cnn": dict(epochs=10, leader_lr=0.1, follower_steps=5, cg_iters=4)},
+            "gm": {"default": dict(steps=250, lr=0.1, restarts=1)},
+            "kkt": {"default": dict(steps=500, fractions=(0.2, 0.5, 0.8))},
+            "mt": {"default": dict(stop_eps=0.1, max_rounds=25, n_starts=4, ascent_steps=50),
+                   "nn": dict(stop_eps=10.0, max_rounds=5, n_starts=2, ascent_steps=50, train_epochs=20),
+                   "cnn": dict(stop_eps=10.0, max_rounds=5, n_starts=2, ascent_steps=50, train_epochs=20)},
+            "labelflip": {"default": dict(quantiles=(0.1, 0.15, 0.2, 0.25, 0.3), repeats=(1, 2, 3))},
+            "defense": {"default": dict(maxup_m=2, maxup_sigma=0.1, influence_l2=0.01)},
+            "paper_only": {"cnn": ("mt", "tgda", "gm", "defense")},
         },
     ),
     "paper": Profile(
@@ -135,6 +170,14 @@ PROFILES = {
         gc_epochs=1000,
         seeds=(0, 1, 2),
         gc_batch_size={"cifar10": 1000, "tinyimagenet": 1000},
+        baselines={
+            "tgda": {"default": dict(epochs=200, leader_lr=0.01, follower_steps=20, cg_iters=16)},
+            "gm": {"default": dict(steps=250, lr=0.1, restarts=8)},
+            "kkt": {"default": dict(steps=1000)},
+            "mt": {"default": dict(stop_eps=0.1, max_rounds=200, n_starts=4, ascent_steps=100),
+                   "nn": dict(stop_eps=10.0, max_rounds=50, train_epochs=20), "cnn": dict(stop_eps=10.0, max_rounds=50, train_epochs=20)},
+            "defense": {"default": dict(maxup_m=4, maxup_sigma=0.1, influence_l2=0.01)},
+        },
     ),
 }
 
@@ -156,7 +199,7 @@ def load_for_profile(dataset: str, profile: str | Profile, data_root: str | None
     return data_mod.load_dataset(dataset, data_root=data_root, n_train=prof.n_train)
 
 
-TARGETS = ("gradpc", "randompc")
+TARGETS = ("gradpc", "randompc", "labelflip", "tgda")
 
 
 def _data_key(ds, data_root) -> dict:
@@ -182,7 +225,10 @@ def clean_and_target(
     """Train the clean model and corrupt it into the target; both cached under ``results/models``.
 
     ``target``: ``"gradpc"`` or ``"randompc"`` (with ``noise``, see
-    :func:`~poisonlib.attacks.gradpc.randompc`); ``scale`` multiplies the
+    :func:`~poisonlib.attacks.gradpc.randompc`), both at radius ``eps_w``;
+    ``"labelflip"``: the label-flip target of Suya et al. (2021) whose test error is
+    closest to ``eps_w`` (a fraction, Table 6); ``"tgda"``: the model retrained on
+    clean data + TGDA poisons at ε_d = ``eps_w`` (Table 9). ``scale`` multiplies the
     target's last linear layer (weights and bias), e.g. 0.5 for the w/2
     targets of Table 8: same predictions, lower confidence, smaller τ (Ex. 2;
     for LR this is exactly w/2).
@@ -201,6 +247,8 @@ def clean_and_target(
     )
     if target == "randompc":
         key["noise"] = noise
+    if target in ("tgda", "labelflip"):
+        key[target] = prof.attack_options(target, model)
     if scale != 1.0:
         key["scale"] = scale
     path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
@@ -213,22 +261,44 @@ def clean_and_target(
     clean = clean_model(ds, model, tcfg, seed=target_seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
     if target == "gradpc":
         tgt, pc = gradpc(clean, ds.x_train, ds.y_train, ds.task, eps_w, norm=eps_w_norm, batch_size=prof.gradpc_batch_size, seed=target_seed, device=device, progress=progress)
-    else:
+    elif target == "randompc":
         tgt, pc = randompc(clean, eps_w, noise=noise, norm=eps_w_norm, seed=target_seed)
+    else:
+        tgt, pc = _attack_target(ds, model, clean, target, eps_w, prof, seed=target_seed, device=device, progress=progress)
     clean, tgt = clean.cpu(), tgt.cpu()
     if scale != 1.0:
         scale_last_layer(tgt, scale)
     info = {
         "clean_acc": 100 * evaluate(clean, ds.x_test, ds.y_test, ds.task)["accuracy"],
         "target_acc": 100 * evaluate(tgt, ds.x_test, ds.y_test, ds.task)["accuracy"],
-        "delta_norm": pc["delta_norm"],
-        "radius": pc["radius"],
+        **{k: v for k, v in pc.items() if k in ("delta_norm", "radius", "label_flip", "tgda_eps_d")},
         **{k: v for k, v in tau_model(tgt, ds.x_train, ds.y_train, ds.task).items()},
     }
     info["target_drop"] = info["target_acc"] - info["clean_acc"]
     info["n_train"] = len(ds.x_train)
     atomic_torch_save({"clean": clean.state_dict(), "target": tgt.state_dict(), "info": info, "key": key}, path)
     return clean.eval(), tgt.eval(), info
+
+
+def _attack_target(ds, model, clean, target, strength, prof, *, seed, device, progress):
+    """Targets made by data poisoning rather than parameter corruption (Tables 6, 9)."""
+    if target == "labelflip":
+        from .attacks.labelflip import label_flip_target
+
+        tgt, lf = label_flip_target(ds, strength, model=model, train_config=prof.train_config(model), seed=seed, device=device, progress=progress,
+                                    **prof.attack_options("labelflip", model))
+        extra = {"label_flip": {k: v for k, v in lf.items() if k != "candidates"}}
+    else:
+        from .attacks.tgda import tgda
+
+        res = tgda(clean, ds.x_train, ds.y_train, ds.task, strength, x_val=ds.x_val, y_val=ds.y_val, box=ds.feature_box, seed=seed,
+                   device=device, progress=progress, **prof.attack_options("tgda", model))
+        tgt = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=device, progress=progress)
+        extra = {"tgda_eps_d": res.eps_d}
+    tgt = tgt.cpu()
+    w_c = torch.cat([p.detach().reshape(-1).cpu() for p in clean.parameters()])
+    w_t = torch.cat([p.detach().reshape(-1) for p in tgt.parameters()])
+    return tgt, {"delta_norm": float((w_t - w_c).norm()), "radius": float("nan"), **extra}
 
 
 def clean_model(ds, model: str, train_config: TrainConfig, *, seed: int = 0, data_root=None, device="auto", results_dir=None, progress=None):
@@ -265,6 +335,8 @@ def target_cell(dataset: str, model: str, eps_w: float, profile="cpu", *, target
     config = dict(dataset=dataset, model=model, eps_w=float(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
                   noise=noise if target == "randompc" else None, profile=prof.cell_config(model), **({"seed": seed} if seed else {}),
                   data="embedded" if data_root is None else "full", device=str(resolve_device(device)))
+    if target in ("tgda", "labelflip"):
+        config[target] = prof.attack_options(target, model)
 
     def compute():
         ds = load_for_profile(dataset, prof, data_root)
@@ -319,10 +391,14 @@ def eps_sweep(
     device: str = "cpu",
     keep_poisons: bool = False,
     progress: bool | None = None,
+    attack: str = "gc",
+    clean: torch.nn.Module | None = None,
     **model_kwargs,
 ) -> list[dict]:
     """GC against a fixed ``target`` at each ε_d, then retraining (L-BFGS to optimality
     by default, for convex models): the phase-transition sweeps of Fig. 1, 2, 4, 5.
+    ``attack="gm"`` runs Gradient Matching at the ``clean`` model instead (Fig. 6;
+    ``gc_epochs`` is then its step count, ``gc_options`` its options).
 
     Each row: ``eps_d, n_poison, grad_mixed`` (‖g(χ)‖ after GC), ``residual``,
     the :func:`compare_to_target` numbers, and with ``keep_poisons`` the poisons ``x, y``.
@@ -333,8 +409,16 @@ def eps_sweep(
 
     rows = []
     for eps in tqdm(list(eps_ds), desc="eps_d sweep", disable=not show_progress(progress)):
-        res = gradient_canceling(target, ds.x_train, ds.y_train, ds.task, eps, epochs=gc_epochs, box=ds.feature_box, seed=seed,
-                                 device=device, progress=False, **(gc_options or {}))
+        if attack == "gm":
+            from .attacks.gm import gradient_matching
+
+            if clean is None:
+                raise PoisonlibError("attack='gm' needs the clean model: pass clean=")
+            res = gradient_matching(clean, ds.x_train, ds.y_train, ds.task, eps, target=target, steps=gc_epochs, box=ds.feature_box, seed=seed,
+                                    device=device, progress=False, **(gc_options or {}))
+        else:
+            res = gradient_canceling(target, ds.x_train, ds.y_train, ds.task, eps, epochs=gc_epochs, box=ds.feature_box, seed=seed,
+                                     device=device, progress=False, **(gc_options or {}))
         retrained = retrain(ds, model, res.x, res.y, train_config, seed=seed, device=device, progress=False, **model_kwargs)
         norms = mixed_gradient_norm(target, ds.x_train, ds.y_train, res.x, res.y, ds.task)
         row = {"eps_d": res.eps_d, "n_poison": res.n_poison, "grad_mixed": norms["mixed"], "residual": norms["residual"],
@@ -403,6 +487,7 @@ def run_gc(
         box=ds.feature_box, seed=seed, device=dev, progress=progress, checkpoint=checkpoint, **opts,
     )
     retrained = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=dev, progress=progress)
+    res.retrained = retrained
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task)
     metrics = {
@@ -432,13 +517,17 @@ def poison_examples(res, ds, k: int = 8) -> dict:
     return {"shape": list(ds.input_shape), "label": res.y[:k].tolist(), "clean": as_list(clean), "poison": as_list(res.x[:k])}
 
 
-def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None, **options) -> dict:
+def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None,
+            keep_poisons: bool = False, **options) -> dict:
     """:func:`run_gc` cached in the results store as experiment ``"gc"``; returns the record.
 
     ``options`` are :func:`run_gc`'s keywords (``seed, profile, target, gc_options,
     data_root, device, ...``); every one of them, defaults included, is part of
     the cached config. GC checkpoints to ``results/checkpoints/gc-<hash>.pt``, so an
     interrupted cell resumes where it stopped; the file goes once the record is written.
+    ``keep_poisons`` also saves the poison set and the retrained model's parameters to
+    ``results/poisons/gc-<hash>.pt`` (its path is the record's ``poisons`` entry),
+    recomputing a cached cell that has none.
     """
     bound = inspect.signature(run_gc).bind(dataset, model, eps_w, eps_d, **options)
     bound.apply_defaults()
@@ -447,20 +536,31 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     config = {k: a[k] for k in ("dataset", "model", "seed", "target", "eps_w_norm", "gc_epochs")}
     if a["scale"] != 1.0:
         config["scale"] = float(a["scale"])
+    if a["target"] in ("tgda", "labelflip"):
+        config[a["target"]] = prof.attack_options(a["target"], model)
     config.update(
         eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
         gc_options=a["gc_options"] or {},
         data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
     )
 
-    ckpt = os.path.join(results_dir or default_results_dir(), "checkpoints", f"gc-{config_hash(config)}.pt")
+    root = results_dir or default_results_dir()
+    ckpt = os.path.join(root, "checkpoints", f"gc-{config_hash(config)}.pt")
+    poisons = os.path.join(root, "poisons", f"gc-{config_hash(config)}.pt")
     if force and os.path.exists(ckpt):
         os.remove(ckpt)
 
     def compute():
-        return run_gc(**{**a, "results_dir": results_dir, "progress": progress, "checkpoint": ckpt})[0]
+        metrics, res, _, _ = run_gc(**{**a, "results_dir": results_dir, "progress": progress, "checkpoint": ckpt})
+        if keep_poisons:
+            atomic_torch_save({"x": res.x.cpu(), "y": res.y.cpu(), "init_index": res.init_index.cpu(), "config": config,
+                               "retrained": res.retrained.state_dict()}, poisons)
+        return metrics
 
+    force = force or (keep_poisons and not os.path.exists(poisons))
     rec = cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
+    if keep_poisons:
+        rec["poisons"] = poisons
     if os.path.exists(ckpt):  # the record is written: an interrupted run no longer needs it
         os.remove(ckpt)
     return rec

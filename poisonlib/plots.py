@@ -65,3 +65,30 @@ def poison_grid(examples: dict, *, n: int = 8, title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def regression_panels(ds, rows: list[dict], target, *, title: str = "", zoom=((-15, 15), (-15, 25))):
+    """Figs. 5 and 6: per ε_d (columns) the clean points, the poisons, the target line and
+    the refit line; top row on a common scale (``zoom``), bottom row on each panel's own."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 6.2), squeeze=False)
+    xs = np.linspace(-3, 3, 2)
+    w_t, b_t = float(target.weight.detach()), float(target.bias.detach())
+    for j, r in enumerate(rows):
+        w_r, b_r = float(r["retrained"].weight.detach()), float(r["retrained"].bias.detach())
+        for i, ax in enumerate(axes[:, j]):
+            ax.scatter(ds.x_train[:, 0], ds.y_train, s=4, c="tab:blue", label="clean")
+            ax.scatter(r["x"][:, 0], r["y"], s=8, c="tab:red", label="poisons")
+            ax.plot(xs, w_t * xs + b_t, "k--", lw=1, label="target")
+            ax.plot(xs, w_r * xs + b_r, "g-", lw=1, label="refit")
+            if i == 0:
+                ax.set(xlim=zoom[0], ylim=zoom[1], title=f"ε_d = {r['eps_d']:g}")
+        axes[0, j].set_xlabel("same scale")
+        axes[1, j].set_xlabel("own scale")
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

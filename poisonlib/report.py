@@ -161,7 +161,7 @@ def table8(rows: list[dict], model: str, tau_w: float, tau_w2: float) -> pd.Data
 
 def provenance(rows: list[dict]) -> pd.DataFrame:
     """Record hash, cell, device, commit and wall time of every run row."""
-    keep = ("record", "dataset", "model", "eps_w", "target", "scale", "eps_d", "seed", "status", "device", "git_commit", "wall_time_s")
+    keep = ("record", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "scale", "eps_d", "seed", "status", "device", "git_commit", "wall_time_s")
     df = pd.DataFrame([{k: r.get(k) for k in keep} for r in _done(rows)])
     if not df.empty:
         df["git_commit"] = df["git_commit"].str[:12]
@@ -188,3 +188,136 @@ def plateau_table(rows: list[dict]) -> pd.DataFrame:
             "note": "",
         })
     return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- issue 5: baselines and defenses
+def _pair(ours, reported) -> str:
+    """``"ours / paper"`` for one table entry (``–`` where either is missing)."""
+    o = "–" if ours is None or (isinstance(ours, float) and math.isnan(ours)) else f"{ours:+.2f}"
+    p = "–" if reported is None else f"{reported:+.2f}"
+    return f"{o} / {p}"
+
+
+def cell_mean(rs: list[dict], key: str = "drop"):
+    """Mean of ``key`` over the run rows (``None`` when none ran) and the first skip reason."""
+    done = _done(rs)
+    if not done:
+        return None, (rs[0].get("reason", "not run") if rs else "not in grid")
+    return summarize([r[key] for r in done])[0], ""
+
+
+def baseline_table(gc_rows: list[dict], attack_rows: list[dict], dataset: str, model: str) -> pd.DataFrame:
+    """Table 2 with its baseline columns for one row: per ε_d the drop of GC, TGDA and
+    Gradient Matching, ours / paper, and whether GC beat both baselines on our runs."""
+    rep = paper.table2_row(dataset, model)
+    out = []
+    for eps in (0.03, 0.1, 1.0):
+        gc, why = cell_mean(select(gc_rows, dataset=dataset, model=model, scale=1.0, eps_d=eps))
+        line = {"eps_d": eps_label(eps), "GC ours / paper": _pair(gc, rep["gc"].get(eps))}
+        base = {}
+        for a, label in (("tgda", "TGDA"), ("gm", "GM")):
+            base[a], _ = cell_mean(select(attack_rows, dataset=dataset, model=model, attack=a, eps_d=eps))
+            line[f"{label} ours / paper"] = _pair(base[a], rep[a].get(eps))
+        ran = [v for v in base.values() if v is not None]
+        line["GC larger drop than both (ours)"] = "–" if gc is None or len(ran) < 2 else ("yes" if gc < min(ran) else "no")
+        line["note"] = why
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", "maxup")) -> pd.DataFrame:
+    """Tables 3 / 10 for one MNIST model, one line per (ε_d, GC or GC-c, defense): the
+    attack's drop, the drop after the defense (GC-d / GC-cd) and the accuracy the defense
+    recovered, each *ours / paper*, and how many removed points were poisons."""
+    rep = paper.TABLE10[model]["rows"]
+    out = []
+    for eps in DEFENSE_EPS:
+        p = rep.get(eps, {})
+        for clip, name in ((False, "GC"), (True, "GC-c")):
+            done = _done(select(rows, model=model, eps_d=eps, clip=clip))
+            r = done[0] if done else None
+            for d in defenses:
+                rp = p.get(d, (None, None))[1 if clip else 0] or (None, None)
+                line = {"eps_d": eps_label(eps), "attack": name, "attack drop": _pair(r["drop"] if r else None, p.get("gc_c" if clip else "gc")),
+                        "defense": d, "drop after defense": _pair(r[d + "_drop"] if r else None, rp[0]),
+                        "recovered": _pair(r[d + "_recovered"] if r else None, rp[1])}
+                line["poisons removed"] = f"{r[d + '_removed_poisons']} of {r['n_poison']}" if r and f"{d}_removed" in r else "–"
+                if r is None:
+                    line["note"] = (select(rows, model=model, eps_d=eps, clip=clip) or [{"reason": "not in grid"}])[0].get("reason", "")
+                out.append(line)
+    return pd.DataFrame(out)
+
+
+DEFENSE_EPS = (0.03, 0.1, 1.0)
+
+
+def table6(rows: list[dict]) -> pd.DataFrame:
+    """Table 6: per label-flip target, its test error, τ, MT's n_p and the KKT / MT / GC drops."""
+    out = []
+    for err, rep in paper.TABLE6.items():
+        tgt = _done(select(rows, kind="target", eps_w=err))
+        mt = _done(select(rows, kind="attack", attack="mt", eps_w=err))
+        kkt = _done(select(rows, kind="attack", attack="kkt", eps_w=err))
+        gc = _done(select(rows, kind="gc", eps_w=err))
+        t = tgt[0] if tgt else None
+        m = mt[0] if mt else None
+        out.append({
+            "target (requested error)": f"{err:.0%}",
+            "target test error (ours)": "–" if t is None else f"{100 - t['target_acc']:.2f} %",
+            "clean ours / paper": "–" if t is None else f"{t['clean_acc']:.2f} / {rep['clean']:.2f}",
+            "τ ours / paper": "–" if t is None else f"{t['tau2']:.3f} / {rep['tau']:.3f}",
+            "MT n_p (n_p/n) ours": "–" if m is None else f"{m['n_poison']} ({m['eps_d_used']:.3f})" + ("" if m["attack_config"].get("reached") else ", target not reached"),
+            "MT n_p paper": f"{rep['n_p']} ({rep['n_p_frac']:.3f})",
+            "KKT ours / paper": _pair(kkt[0]["drop"] if kkt else None, rep["kkt"]),
+            "MT ours / paper": _pair(m["drop"] if m else None, rep["mt"]),
+            "GC ours / paper": _pair(gc[0]["drop"] if gc else None, rep["gc"]),
+        })
+    return pd.DataFrame(out)
+
+
+def table7(rows: list[dict]) -> pd.DataFrame:
+    """Table 7: GradPC targets on MNIST-17; per model and ε_d the KKT / MT / GC drops."""
+    out = []
+    for model, rep in paper.TABLE7.items():
+        tgt = _done(select(rows, kind="target", model=model))
+        t = tgt[0] if tgt else None
+        for eps in (0.03, 0.1, 1.0):
+            line = {"model": model.upper(), "eps_d": eps_label(eps),
+                    "clean ours / paper": "–" if t is None else f"{t['clean_acc']:.2f} / {rep['clean']:.2f}",
+                    "τ ours / paper": "–" if t is None else f"{t['tau2']:.2f} / {rep['tau']:.2f}",
+                    "GradPC ours / paper": _pair(t["target_drop"] if t else None, rep["gradpc"])}
+            for a, label in (("kkt", "KKT"), ("mt", "MT")):
+                rs = select(rows, kind="attack", model=model, attack=a, eps_d=eps)
+                p = None if rep[a] is None else rep[a].get(eps)
+                if not rs:
+                    line[f"{label} ours / paper"] = "n/a (not convex)" if a == "kkt" else "–"
+                    continue
+                ours, why = cell_mean(rs)
+                line[f"{label} ours / paper"] = _pair(ours, p) if ours is not None else f"– / {p if p is None else f'{p:+.2f}'} ({why})"
+                if a == "mt" and _done(rs):
+                    line["MT reached target"] = "yes" if _done(rs)[0]["attack_config"].get("reached") else "no"
+            gc, why = cell_mean(select(rows, kind="gc", model=model, eps_d=eps))
+            line["GC ours / paper"] = _pair(gc, rep["gc"].get(eps)) if gc is not None else f"– ({why})"
+            out.append(line)
+    return pd.DataFrame(out)
+
+
+def table9(rows: list[dict]) -> pd.DataFrame:
+    """Table 9: the TGDA-poisoned model as GC target; its drop and τ, and GC's drops."""
+    out = []
+    for model, rep in paper.TABLE9.items():
+        tgt = _done(select(rows, kind="target", model=model))
+        t = tgt[0] if tgt else None
+        for eps in EPS_TABLE9:
+            gc, why = cell_mean(select(rows, kind="gc", model=model, eps_d=eps))
+            out.append({
+                "model": model.upper(), "eps_d": eps_label(eps),
+                "TGDA target drop ours / paper": _pair(t["target_drop"] if t else None, rep["tgda"]),
+                "τ ours / paper": "–" if t is None else f"{t['tau2']:.2f} / {rep['tau']:.2f}",
+                "GC ours / paper": _pair(gc, rep["gc"].get(eps)) if gc is not None else f"– ({why})",
+                "GC reaches target drop (ours)": "–" if gc is None or t is None else f"{gc / t['target_drop']:.0%}" if t["target_drop"] < 0 else "target not below clean",
+            })
+    return pd.DataFrame(out)
+
+
+EPS_TABLE9 = (0.03, 0.1, 1.0, "tau")

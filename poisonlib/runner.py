@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ._registry import Registry
 from ._validation import PoisonlibError
 from .attacks.gc import n_poison_points
+from .baselines import attack_cell, defense_cell
 from .experiments import gc_cell, get_profile, target_cell
 from .train import show_progress
 
@@ -39,7 +40,11 @@ FULL_DATA = ("cifar10", "tinyimagenet")
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a target (``kind="target"``) or a GC run (``kind="gc"``)."""
+    """One unit of work: a target (``kind="target"``), a GC run (``"gc"``), a baseline
+    attack (``"attack"``, named by ``attack``) or GC / GC-c (``clip``) followed by every
+    defense (``"defense"``). ``eps_w`` is the target's strength: GradPC / RandomPC radius,
+    label-flip test error (``target="labelflip"``) or TGDA's ε_d (``target="tgda"``).
+    ``eps_d="mt"`` means the budget MT used to reach the same target (Table 6)."""
 
     kind: str
     dataset: str
@@ -51,12 +56,15 @@ class Cell:
     eps_d: float | str | None = None
     seed: int = 0
     gc_options: tuple = ()
+    attack: str = "gc"
+    clip: bool = False
 
     def label(self) -> str:
-        what = f"{self.dataset}/{self.model} eps_w={self.eps_w:g}"
+        what = f"{self.dataset}/{self.model} {self.target} {self.eps_w:g}"
         if self.kind == "target":
-            return f"{what} {self.target}" + (f"({self.noise})" if self.target == "randompc" else "")
-        return f"{what} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")
+            return what + (f"({self.noise})" if self.target == "randompc" else "")
+        how = {"gc": "GC", "attack": self.attack.upper(), "defense": "GC-c+defenses" if self.clip else "GC+defenses"}[self.kind]
+        return f"{what} {how} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")
 
 
 @dataclass(frozen=True)
@@ -139,16 +147,100 @@ def _fig9(prof):
     return _gc_cells(prof, "cifar10", "resnet18", 0.5, (0.1,), seeds=(0,))
 
 
+EPS_D_BASELINES = (0.03, 0.1, 1.0)
+DEFENSE_EPS_D = (0.03, 0.1, 1.0)
+LABEL_FLIP_ERRORS = (0.05, 0.1, 0.15)
+MT_BUDGET = 1.0  # MT's budget when no other is given
+
+
+def mt_budget(cell) -> float:
+    """MT's budget against ``cell``'s target. Table 6: the paper's n_p / |D_tr| for that
+    label-flip target (a setting taken from the paper, so that KKT, MT and GC are compared
+    at the paper's eps_d even where MT stops earlier or never reaches the target)."""
+    from . import paper
+
+    if cell.target == "labelflip" and cell.eps_w in paper.TABLE6:
+        return paper.TABLE6[cell.eps_w]["n_p_frac"]
+    return MT_BUDGET
+TABLE7_ROWS = (("mnist17", "lr", 1.0), ("mnist17", "nn", 0.5), ("mnist17", "cnn", 0.5))
+
+
+def _attack_cells(prof, dataset, model, eps_w, attack, eps_ds, *, target="gradpc", seeds=(0,)):
+    return [Cell("attack", dataset, model, eps_w, target=target, eps_d=e, seed=s, attack=attack) for e in eps_ds for s in seeds]
+
+
+@register_experiment("table2_baselines", "TGDA and Gradient Matching at eps_d = 0.03, 0.1, 1 on Table 2's rows (one seed; below the paper "
+                     "profile NN at 0.03 only)")
+def _table2_baselines(prof):
+    return [c for d, m, w in TABLE2_ROWS for a in ("tgda", "gm") for c in _attack_cells(prof, d, m, w, a, _mnist_nn_eps(prof, m, EPS_D_BASELINES))]
+
+
+def _mnist_nn_eps(prof, model, eps_ds):
+    """Below the paper profile the NN baseline / defense cells run at the smallest eps_d only (CPU time)."""
+    return eps_ds if prof.name == "paper" or model != "nn" else eps_ds[:1]
+
+
+@register_experiment("table10", "GC and GC-c (clipped to the clean range) on MNIST, then Influence / Sever / MaxUp (one seed; below the "
+                     "paper profile NN at 0.03 only)")
+def _table10(prof):
+    return [Cell("defense", d, m, w, eps_d=e, clip=c) for d, m, w in TABLE2_ROWS[:3] for e in _mnist_nn_eps(prof, m, DEFENSE_EPS_D)
+            for c in (False, True)]
+
+
+@register_experiment("table3", "Table 10's cells (Table 3 reports their Sever columns)")
+def _table3(prof):
+    return _table10(prof)
+
+
+@register_experiment("table6", "label-flip targets (test error 5/10/15 %) of LR on MNIST-17: MT (budget: the paper's n_p/n) until it "
+                     "reaches them, KKT and GC at the eps_d MT used")
+def _table6(prof):
+    cells = []
+    for err in LABEL_FLIP_ERRORS:
+        cells.append(Cell("target", "mnist17", "lr", err, target="labelflip"))
+        cells += _attack_cells(prof, "mnist17", "lr", err, "mt", (mt_budget(Cell("target", "mnist17", "lr", err, target="labelflip")),),
+                               target="labelflip")
+        cells += _attack_cells(prof, "mnist17", "lr", err, "kkt", ("mt",), target="labelflip")
+        cells.append(Cell("gc", "mnist17", "lr", err, target="labelflip", eps_d="mt"))
+    return cells
+
+
+@register_experiment("table7", "GradPC targets on MNIST-17: KKT (LR only), MT and GC at eps_d = 0.03, 0.1, 1 (one seed)")
+def _table7(prof):
+    cells = []
+    for d, m, w in TABLE7_ROWS:
+        cells.append(Cell("target", d, m, w))
+        for a in (("kkt", "mt") if m == "lr" else ("mt",)):
+            cells += _attack_cells(prof, d, m, w, a, EPS_D_BASELINES)
+        cells += _gc_cells(prof, d, m, w, EPS_D_BASELINES, seeds=(0,))
+    return cells
+
+
+@register_experiment("table9", "the TGDA-poisoned model (TGDA at eps_d = 1) as GC target on MNIST: tau and GC drops (one seed; NN, CNN "
+                     "at the paper profile)")
+def _table9(prof):
+    cells = []
+    for d, m, _ in TABLE2_ROWS[: 3 if prof.name == "paper" else 1]:
+        cells.append(Cell("target", d, m, 1.0, target="tgda"))
+        cells += [Cell("gc", d, m, 1.0, target="tgda", eps_d=e) for e in EPS_D_TABLE2]
+    return cells
+
+
 def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None = None, tau: float | None = None) -> str | None:
     """Why ``cell`` does not run at ``profile`` (``None`` when it does)."""
     prof = get_profile(profile)
     if cell.dataset in FULL_DATA and data_root is None:
         return f"not run at this profile: {cell.dataset} needs data_root"
-    if cell.kind == "gc" and prof.name != "paper" and cell.model.startswith("resnet"):
+    if cell.kind != "target" and prof.name != "paper" and cell.model.startswith("resnet"):
         return f"not run at this profile: {cell.model} belongs to the paper profile"
-    cap = prof.max_poisons(cell.model)
-    if cell.kind == "gc" and cap is not None and n_train is not None:
+    what = cell.attack if cell.kind == "attack" else cell.kind
+    if what in prof.paper_only_attacks(cell.model):
+        return f"not run at this profile: {'GC + defenses' if what == 'defense' else what.upper()} on {cell.model} belongs to the paper profile"
+    cap = prof.max_poisons(cell.model, cell.kind)
+    if cell.kind != "target" and cap is not None and n_train is not None:
         eps = tau if cell.eps_d == "tau" else cell.eps_d
+        if cell.eps_d == "tau" and tau is not None and tau <= 0:
+            return "not run: tau(2) of the target is 0 (every eps_d > 0 reaches it)"
         if eps is not None and n_poison_points(eps, n_train) > cap:
             return f"not run at this profile: n_p = {n_poison_points(eps, n_train)} > {cap} for {cell.model}"
     return None
@@ -159,6 +251,12 @@ def run_cell(cell: Cell, profile="cpu", *, data_root=None, device="auto", result
     if cell.kind == "target":
         return target_cell(cell.dataset, cell.model, cell.eps_w, profile, target=cell.target, noise=cell.noise, scale=cell.scale,
                            seed=cell.seed, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress)
+    if cell.kind == "attack":
+        return attack_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, cell.attack, seed=cell.seed, profile=profile, target=cell.target,
+                           data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress)
+    if cell.kind == "defense":
+        return defense_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, clip=cell.clip, seed=cell.seed, profile=profile, data_root=data_root,
+                            device=device, results_dir=results_dir, force=force, progress=progress)
     return gc_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, seed=cell.seed, profile=profile, target=cell.target, scale=cell.scale,
                    gc_options=dict(cell.gc_options) or None, data_root=data_root, device=device, results_dir=results_dir, force=force,
                    progress=progress)
@@ -188,9 +286,12 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
         bar.set_postfix_str(cell.label())
         row = {**asdict(cell), "profile": prof.name}
         reason = skip_reason(cell, prof, data_root)
-        if reason is None and cell.kind == "gc" and prof.max_poisons(cell.model) is not None:
-            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, scale=cell.scale, seed=0), prof, data_root=data_root, device=device,
-                            results_dir=results_dir, progress=False)["metrics"]
+        if reason is None and cell.eps_d == "mt":
+            cell, reason = _mt_budget(cell, prof, data_root=data_root, device=device, results_dir=results_dir)
+            row.update(eps_d_from="mt")
+        if reason is None and cell.kind != "target" and prof.max_poisons(cell.model, cell.kind) is not None:
+            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, target=cell.target, scale=cell.scale, seed=0), prof,
+                            data_root=data_root, device=device, results_dir=results_dir, progress=False)["metrics"]
             reason = skip_reason(cell, prof, data_root, n_train=info["n_train"], tau=info["tau2"])
         if reason is not None:
             rows.append({**row, "status": "skipped", "reason": reason})
@@ -207,3 +308,12 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
         rows.append({**row, "status": "cached" if rec["cached"] else "computed", "wall_time_s": rec["wall_time_s"],
                      "record": rec["config_hash"], "git_commit": rec["git_commit"], "device": rec["environment"].get("device"), **metrics})
     return rows
+
+
+def _mt_budget(cell: Cell, prof, **kw):
+    """Replace ``eps_d="mt"`` by the ε_d that MT used against the same target (Table 6)."""
+    mt = Cell("attack", cell.dataset, cell.model, cell.eps_w, target=cell.target, eps_d=mt_budget(cell), seed=cell.seed, attack="mt")
+    m = run_cell(mt, prof, progress=False, **kw)["metrics"]
+    if m["n_poison"] == 0:
+        return cell, "not run: MT reached the target without poisons"
+    return replace(cell, eps_d=round(m["eps_d"], 6)), None

@@ -80,6 +80,7 @@ def train(
     y_val: torch.Tensor | None = None,
     progress: bool | None = None,
     desc: str = "train",
+    objective=None,
 ):
     """Train ``model`` in place on (x, y) by minimising the mean task loss.
 
@@ -89,7 +90,9 @@ def train(
     search per epoch: a convex model is then trained to optimality. Returns
     ``(model, history)`` where ``history`` has the mean training loss of each
     epoch (``"loss"``) and, when a validation split is given, its accuracy
-    (``"val_accuracy"``) or mean loss (regression).
+    (``"val_accuracy"``) or mean loss (regression). ``objective(model, xb, yb)``,
+    when given, replaces the mean task loss of a mini-batch (e.g. MaxUp's worst
+    case over augmentations, :func:`poisonlib.defenses.maxup_train`).
     """
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_positive("lr", lr)
@@ -113,7 +116,7 @@ def train(
 
             def closure():
                 opt.zero_grad(set_to_none=True)
-                batch_loss = loss(model(x[idx]), y[idx])
+                batch_loss = loss(model(x[idx]), y[idx]) if objective is None else objective(model, x[idx], y[idx])
                 batch_loss.backward()
                 return batch_loss
 

@@ -85,3 +85,32 @@ def test_influence_predicts_leave_one_out_retraining(gaussian10):
     actual, p = torch.tensor(actual, dtype=torch.float64), pred[idx]
     assert torch.corrcoef(torch.stack([actual, p]))[0, 1] > 0.98
     assert bool(((actual - p).abs() <= 0.25 * actual.abs()).all())  # first order, within 25 %
+
+
+# --------------------------------------------------------------------------- MaxUp
+def test_maxup_with_one_clean_copy_is_plain_training(gaussian10):
+    from poisonlib.defenses import maxup_train
+    from poisonlib.models import model_for
+    from poisonlib.train import train
+
+    ds = gaussian10
+    a, _ = train(model_for("lr", ds, seed=0), ds.x_train, ds.y_train, ds.task, epochs=5, lr=0.1, batch_size=50, seed=3, device="cpu")
+    b, _ = maxup_train(model_for("lr", ds, seed=0), ds.x_train, ds.y_train, ds.task, m=1, sigma=0.0, epochs=5, lr=0.1, batch_size=50, seed=3, device="cpu")
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)  # same steps; the mean is summed in another order
+
+
+def test_maxup_objective_is_the_worst_copy(gaussian10):
+    from poisonlib.defenses import maxup_objective
+    from poisonlib.models import model_for
+
+    ds = gaussian10
+    model = model_for("lr", ds, seed=0)
+    xb, yb = ds.x_train[:20], ds.y_train[:20]
+    val = maxup_objective(ds.task, m=5, sigma=0.3, seed=7)(model, xb, yb)
+    noise = torch.randn((5, *xb.shape), generator=torch.Generator().manual_seed(7)) * 0.3
+    per = torch.stack([loss_fn(ds.task, reduction="none")(model(xb + e), yb) for e in noise])
+    assert torch.allclose(val, per.max(0).values.mean())
+    assert val >= per.mean() - 1e-7  # the worst case dominates the average copy
+    with pytest.raises(PoisonlibError, match="m must be an integer >= 1, got 0"):
+        maxup_objective(ds.task, m=0)

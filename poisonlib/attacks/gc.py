@@ -69,7 +69,8 @@ class GCResult:
     ``init_index`` the clean training rows the poisons started from;
     ``history["objective"]`` the GC objective 𝓛 of each epoch (before its step)
     and ``history["residual"]`` = ‖g(μ) + ε_d g(ν̂)‖ = sqrt(2𝓛);
-    ``eps_d`` the realised budget n_p / n.
+    ``eps_d`` the realised budget n_p / n; ``retrained`` the model trained on clean ∪
+    poisons when an experiment evaluated the attack (``None`` otherwise).
     """
 
     x: torch.Tensor
@@ -78,6 +79,7 @@ class GCResult:
     eps_d: float
     history: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    retrained: torch.nn.Module | None = None  # the model retrained on clean ∪ poisons, where the caller evaluated one
 
     @property
     def n_poison(self) -> int:

@@ -1,7 +1,13 @@
-"""Defenses against indiscriminate poisoning (Sec. 5.4, App. C of the paper): data
-sanitisers that score every training point and drop the most suspicious fraction."""
+"""Defenses against indiscriminate poisoning (Sec. 5.4, App. C.10 of the paper): the data
+sanitisers Sever and Influence score every training point and drop the most suspicious
+fraction (:func:`sanitize`); MaxUp trains on the worst case over random augmentations."""
 
+from .apply import SANITIZERS, last_layer_view, sanitize
 from .influence import influence_scores, remove_top
+from .maxup import maxup_objective, maxup_train
 from .sever import sever, sever_scores
 
-__all__ = ["influence_scores", "remove_top", "sever", "sever_scores"]
+DEFENSES = (*SANITIZERS, "maxup")
+
+__all__ = ["DEFENSES", "SANITIZERS", "influence_scores", "last_layer_view", "maxup_objective", "maxup_train", "remove_top",
+           "sanitize", "sever", "sever_scores"]

@@ -1,0 +1,181 @@
+"""Gradient Matching (Geiping et al. 2021, "Witches' Brew"; geiping2021witches),
+adapted to indiscriminate poisoning as in Sec. 4 of the paper.
+
+At the fixed clean model w, the poisons ν̂ (n_p = round(ε_d n) points) are
+chosen so that their training-loss gradient points along the gradient of a
+*reversed* loss J on the clean data μ (Eq. 36):
+
+.. math::  \\min_{\\hat\\nu \\in \\Gamma} \\; \\mathcal S = 1 - \\cos\\big(\\nabla_w \\mathcal J(\\mu; w),\\; \\nabla_w \\ell(\\hat\\nu; w)\\big),
+
+with ℓ(ν̂; w) the mean training loss over the poisons, the cosine taken over
+all parameters as one flat vector, and J:
+
+* ``multiclass``: the reversed cross-entropy J = −log(1 − softmax(h)_y) (Eq. 35,
+  Fowl et al. 2021a), mean over μ;
+* ``binary``: the same with the sigmoid, J = −log(1 − p_y) = log(1 + e^{ỹh}), ỹ = 2y − 1;
+* ``regression``: J = ½ mean_{x∈μ} (f_w(x) − f_target(x))² for a given ``target``
+  model. At the clean least-squares fit ∇_w J = Σ (w − w_target) (Σ the clean
+  second-moment matrix), so training on poisons whose gradient aligns with it
+  moves w toward the target (App. C.5, Fig. 6).
+
+A gradient step of the learner on such poisons lowers J, i.e. raises the clean
+loss (classification) or approaches the target (regression); nothing fixes
+*how far* it goes, which is why the model reached depends on ε_d (App. C.5).
+
+Optimisation as in Witches' Brew: ``optimizer="signadam"`` is Adam fed with the
+sign of the gradient, ``"adam"`` plain Adam; step ``lr`` with the step decay of
+Witches' Brew (×0.1 at 3/8, 5/8 and 7/8 of ``steps``); after each step the
+poisons are projected onto the box Γ. Deviations from Witches' Brew: there is
+no ε-ball around the base images (Γ is the feature box, as in GC), the
+gradient is taken once at the single clean model (no ensembles or
+augmentation), and restart r starts from another seeded clean sample
+(seed + r) instead of a random perturbation of fixed base images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from tqdm import tqdm
+
+from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
+from ..grads import flat, target_params
+from ..models import loss_fn
+from ..train import resolve_device, show_progress
+from .gc import GCResult, _init_poisons, n_poison_points
+
+OPTIMIZERS = ("signadam", "adam")
+
+
+def reversed_loss(out: torch.Tensor, y: torch.Tensor, task: str, target_out: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean reversed loss J (Eq. 35): −log(1 − p_y), or ½(f − f_target)² for regression."""
+    if task == "multiclass":  # log(1 − p_y) = logsumexp_{k≠y} h_k − logsumexp_k h_k
+        others = out.masked_fill(F.one_hot(y, out.shape[1]).bool(), float("-inf"))
+        return (torch.logsumexp(out, 1) - torch.logsumexp(others, 1)).mean()
+    if task == "binary":
+        return F.softplus((2 * y.to(out.dtype) - 1) * out.reshape(-1)).mean()
+    return 0.5 * ((out.reshape(-1) - target_out.reshape(-1)) ** 2).mean()
+
+
+def dissimilarity(model, params, g_j, x_p, y_p, task, *, create_graph=False):
+    """S = 1 − cos(g_J, ∇_w ℓ(ν̂; w)) over the flattened parameters (Eq. 36)."""
+    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+    gp = torch.autograd.grad(loss_fn(task)(functional_call(model, p, (x_p,)), y_p), list(p.values()), create_graph=create_graph)
+    gp = flat(gp)
+    return 1 - (g_j @ gp) / (g_j.norm() * gp.norm()).clamp_min(1e-30)
+
+
+def _reversed_gradient(model, params, x_clean, y_clean, task, target):
+    """g_J = ∇_w J(μ; w) at the clean model, as one flat vector."""
+    target_out = None
+    if task == "regression":
+        with torch.no_grad():
+            target_out = target(x_clean)
+    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+    j = reversed_loss(functional_call(model, p, (x_clean,)), y_clean, task, target_out)
+    return flat(torch.autograd.grad(j, list(p.values()))).detach()
+
+
+def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar):
+    x_p = x0.clone().requires_grad_(True)
+    y_p = y0.clone().requires_grad_(optimize_labels)
+    leaves = [x_p, y_p] if optimize_labels else [x_p]
+    opt = torch.optim.Adam(leaves, lr=lr)
+    milestones = sorted({max(1, int(steps * f)) for f in (3 / 8, 5 / 8, 7 / 8)})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    trace = []
+    for _ in range(steps):
+        s = dissimilarity(model, params, g_j, x_p, y_p, task, create_graph=True)
+        trace.append(float(s.detach()))
+        opt.zero_grad(set_to_none=True)
+        s.backward()
+        if optimizer == "signadam":
+            for t in leaves:
+                t.grad.sign_()
+        opt.step()
+        sched.step()
+        if box is not None:
+            with torch.no_grad():
+                x_p.clamp_(float(box[0]), float(box[1]))
+        bar.update()
+        bar.set_postfix(dissimilarity=f"{trace[-1]:.3g}")
+    final = float(dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task))
+    return x_p.detach(), y_p.detach(), trace, final
+
+
+def gradient_matching(
+    model: torch.nn.Module,
+    x_clean: torch.Tensor,
+    y_clean: torch.Tensor,
+    task: str,
+    eps_d: float,
+    *,
+    target: torch.nn.Module | None = None,
+    steps: int = 250,
+    lr: float = 0.1,
+    optimizer: str = "signadam",
+    restarts: int = 1,
+    box: tuple[float, float] | None = None,
+    optimize_labels: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> GCResult:
+    """Gradient Matching (Eq. 36) against the fixed clean ``model``.
+
+    Parameters
+    ----------
+    model : the clean model w (kept fixed, evaluated in ``eval()`` mode; not modified).
+    x_clean, y_clean : clean training data μ (n points).
+    task : ``"multiclass"``, ``"binary"`` or ``"regression"`` (needs ``target``).
+    eps_d : budget ε_d > 0; n_p = round(ε_d n) poisons start from a seeded clean sample.
+    target : regression only: the model f_target the reversed loss pulls toward.
+    steps, lr : optimiser steps and (initial) step size (Witches' Brew: 250, 0.1).
+    optimizer : ``"signadam"`` (Adam on the gradient's sign, Witches' Brew) or ``"adam"``.
+    restarts : independent restarts (seeds seed, seed + 1, ...); the one with the
+        lowest final dissimilarity is kept (Witches' Brew: 8).
+    box : feature box (lo, hi) the poisons are projected onto; ``None``: unbounded.
+    optimize_labels : also move the (continuous) labels; regression only.
+
+    Returns
+    -------
+    GCResult with ``history["dissimilarity"]`` = S before each step of the kept
+    restart, ``history["final_dissimilarity"]`` = S of the returned poisons and
+    ``history["restart_dissimilarity"]`` = the final S of every restart.
+    """
+    check_choice("task", task, ("multiclass", "binary", "regression"))
+    n_p = n_poison_points(eps_d, len(x_clean))
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    steps = check_int("steps", steps, minimum=0)
+    restarts = check_int("restarts", restarts, minimum=1)
+    lr = check_positive("lr", lr)
+    if task == "regression" and target is None:
+        raise PoisonlibError("gradient matching for task 'regression' needs a target model (target=None given)")
+    if task != "regression" and target is not None:
+        raise PoisonlibError(f"target is used only for task 'regression', not {task!r}; the reversed loss needs no target")
+    if optimize_labels and task != "regression":
+        raise PoisonlibError(f"optimize_labels needs continuous labels (task 'regression'), not {task!r}")
+    check_finite("clean features", x_clean)
+    n = len(x_clean)
+    dev = resolve_device(device)
+    config = dict(eps_d=float(eps_d), n=n, n_poison=n_p, steps=steps, lr=lr, optimizer=optimizer, restarts=restarts,
+                  box=box, optimize_labels=optimize_labels, seed=seed, regression_target=target is not None)
+
+    model = model.to(dev).eval()
+    if target is not None:
+        target = target.to(dev).eval()
+    params = target_params(model)
+    g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target)
+    best, finals = None, []
+    bar = tqdm(total=steps * restarts, desc=f"GM eps_d={eps_d:g}", disable=not show_progress(progress), leave=False)
+    for r in range(restarts):
+        x0, y0, idx = _init_poisons(x_clean, y_clean, n_p, seed + r)
+        x_p, y_p, trace, final = _one_restart(model, params, g_j, x0.to(dev), y0.to(dev), task, steps, lr, optimizer, box, optimize_labels, bar)
+        finals.append(final)
+        if best is None or final < best[-1]:
+            best = (x_p, y_p, idx, trace, final)
+    bar.close()
+    x_p, y_p, idx, trace, final = best
+    history = {"dissimilarity": trace, "final_dissimilarity": final, "restart_dissimilarity": finals}
+    return GCResult(x=x_p.cpu(), y=y_p.cpu(), init_index=idx, eps_d=n_p / n, history=history, config=config)
