@@ -15,6 +15,9 @@ import pandas as pd
 from . import paper
 from .experiments import summarize
 
+#: What a table says of an entry that the profile's grid leaves out altogether.
+NOT_IN_GRID = "not in this profile's grid (see the chapter)"
+
 #: |ours - paper| within this many accuracy points counts as reproduced.
 TOLERANCE = 2.0
 
@@ -202,7 +205,7 @@ def cell_mean(rs: list[dict], key: str = "drop"):
     """Mean of ``key`` over the run rows (``None`` when none ran) and the first skip reason."""
     done = _done(rs)
     if not done:
-        return None, (rs[0].get("reason", "not run") if rs else "not in grid")
+        return None, (rs[0].get("reason", "not run") if rs else NOT_IN_GRID)
     return summarize([r[key] for r in done])[0], ""
 
 
@@ -242,8 +245,7 @@ def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", 
                         "defense": d, "drop after defense": _pair(r[d + "_drop"] if r else None, rp[0]),
                         "recovered": _pair(r[d + "_recovered"] if r else None, rp[1])}
                 line["poisons removed"] = f"{r[d + '_removed_poisons']} of {r['n_poison']}" if r and f"{d}_removed" in r else "–"
-                if r is None:
-                    line["note"] = (select(rows, model=model, eps_d=eps, clip=clip) or [{"reason": "not in grid"}])[0].get("reason", "")
+                line["note"] = "" if r else (select(rows, model=model, eps_d=eps, clip=clip) or [{"reason": NOT_IN_GRID}])[0].get("reason", "")
                 out.append(line)
     return pd.DataFrame(out)
 
@@ -251,21 +253,31 @@ def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", 
 DEFENSE_EPS = (0.03, 0.1, 1.0)
 
 
+def _target_row(rows: list[dict], **fields) -> dict | None:
+    """The run target cell matching ``fields`` (``None`` if it did not run)."""
+    done = _done(select(rows, kind="target", **fields))
+    return done[0] if done else None
+
+
+def _vs(t: dict | None, key: str, reported: float, digits: int = 2) -> str:
+    """``"ours / paper"`` for a target quantity (``–`` when the target did not run)."""
+    return "–" if t is None else f"{t[key]:.{digits}f} / {reported:.{digits}f}"
+
+
 def table6(rows: list[dict]) -> pd.DataFrame:
     """Table 6: per label-flip target, its test error, τ, MT's n_p and the KKT / MT / GC drops."""
     out = []
     for err, rep in paper.TABLE6.items():
-        tgt = _done(select(rows, kind="target", eps_w=err))
+        t = _target_row(rows, eps_w=err)
         mt = _done(select(rows, kind="attack", attack="mt", eps_w=err))
         kkt = _done(select(rows, kind="attack", attack="kkt", eps_w=err))
         gc = _done(select(rows, kind="gc", eps_w=err))
-        t = tgt[0] if tgt else None
         m = mt[0] if mt else None
         out.append({
             "target (requested error)": f"{err:.0%}",
             "target test error (ours)": "–" if t is None else f"{100 - t['target_acc']:.2f} %",
-            "clean ours / paper": "–" if t is None else f"{t['clean_acc']:.2f} / {rep['clean']:.2f}",
-            "τ ours / paper": "–" if t is None else f"{t['tau2']:.3f} / {rep['tau']:.3f}",
+            "clean ours / paper": _vs(t, "clean_acc", rep["clean"]),
+            "τ ours / paper": _vs(t, "tau2", rep["tau"], 3),
             "MT n_p (n_p/n) ours": "–" if m is None else f"{m['n_poison']} ({m['eps_d_used']:.3f})" + ("" if m["attack_config"].get("reached") else ", target not reached"),
             "MT n_p paper": f"{rep['n_p']} ({rep['n_p_frac']:.3f})",
             "KKT ours / paper": _pair(kkt[0]["drop"] if kkt else None, rep["kkt"]),
@@ -279,12 +291,10 @@ def table7(rows: list[dict]) -> pd.DataFrame:
     """Table 7: GradPC targets on MNIST-17; per model and ε_d the KKT / MT / GC drops."""
     out = []
     for model, rep in paper.TABLE7.items():
-        tgt = _done(select(rows, kind="target", model=model))
-        t = tgt[0] if tgt else None
+        t = _target_row(rows, model=model)
         for eps in (0.03, 0.1, 1.0):
-            line = {"model": model.upper(), "eps_d": eps_label(eps),
-                    "clean ours / paper": "–" if t is None else f"{t['clean_acc']:.2f} / {rep['clean']:.2f}",
-                    "τ ours / paper": "–" if t is None else f"{t['tau2']:.2f} / {rep['tau']:.2f}",
+            line = {"model": model.upper(), "eps_d": eps_label(eps), "clean ours / paper": _vs(t, "clean_acc", rep["clean"]),
+                    "τ ours / paper": _vs(t, "tau2", rep["tau"]),
                     "GradPC ours / paper": _pair(t["target_drop"] if t else None, rep["gradpc"])}
             for a, label in (("kkt", "KKT"), ("mt", "MT")):
                 rs = select(rows, kind="attack", model=model, attack=a, eps_d=eps)
@@ -294,8 +304,8 @@ def table7(rows: list[dict]) -> pd.DataFrame:
                     continue
                 ours, why = cell_mean(rs)
                 line[f"{label} ours / paper"] = _pair(ours, p) if ours is not None else f"– / {p if p is None else f'{p:+.2f}'} ({why})"
-                if a == "mt" and _done(rs):
-                    line["MT reached target"] = "yes" if _done(rs)[0]["attack_config"].get("reached") else "no"
+                if a == "mt":
+                    line["MT reached target"] = ("yes" if _done(rs)[0]["attack_config"].get("reached") else "no") if _done(rs) else "–"
             gc, why = cell_mean(select(rows, kind="gc", model=model, eps_d=eps))
             line["GC ours / paper"] = _pair(gc, rep["gc"].get(eps)) if gc is not None else f"– ({why})"
             out.append(line)
@@ -306,14 +316,13 @@ def table9(rows: list[dict]) -> pd.DataFrame:
     """Table 9: the TGDA-poisoned model as GC target; its drop and τ, and GC's drops."""
     out = []
     for model, rep in paper.TABLE9.items():
-        tgt = _done(select(rows, kind="target", model=model))
-        t = tgt[0] if tgt else None
+        t = _target_row(rows, model=model)
         for eps in EPS_TABLE9:
             gc, why = cell_mean(select(rows, kind="gc", model=model, eps_d=eps))
             out.append({
                 "model": model.upper(), "eps_d": eps_label(eps),
                 "TGDA target drop ours / paper": _pair(t["target_drop"] if t else None, rep["tgda"]),
-                "τ ours / paper": "–" if t is None else f"{t['tau2']:.2f} / {rep['tau']:.2f}",
+                "τ ours / paper": _vs(t, "tau2", rep["tau"]),
                 "GC ours / paper": _pair(gc, rep["gc"].get(eps)) if gc is not None else f"– ({why})",
                 "GC reaches target drop (ours)": "–" if gc is None or t is None else f"{gc / t['target_drop']:.0%}" if t["target_drop"] < 0 else "target not below clean",
             })

@@ -22,8 +22,11 @@ def sever_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task:
     per-example gradient matrix (computed with ``torch.func.vmap``)."""
     g = per_example_gradients(model, x, y, task, chunk=chunk).double()
     g = g - g.mean(dim=0, keepdim=True)
-    # top right singular vector via a low-rank SVD (G is n x p, p may be large)
-    _, _, v = torch.svd_lowrank(g, q=min(6, min(g.shape)), niter=6)
+    # top right singular vector via a randomised low-rank SVD (G is n x p, p may be large),
+    # seeded so that the scores do not depend on the global random state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        _, _, v = torch.svd_lowrank(g, q=min(6, min(g.shape)), niter=6)
     return (g @ v[:, 0]) ** 2
 
 
