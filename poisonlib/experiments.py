@@ -124,7 +124,7 @@ PROFILES = {
         "cpu",
         "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs (NN: 30, CNN: 10); "
         "GC steps / seeds / largest poison set: LR 1000 / 3 / any, NN 100 / 1 / 2,800 (eps_d <= 1), CNN 100 / 1 / 300 (eps_d <= 0.1); "
-        "baselines and defenses: one seed, NN only at eps_d = 0.03 on MNIST (<= 300 poisons), none on the CNN, MaxUp with m = 2",
+        "baselines: one seed, NN only at eps_d = 0.03 on MNIST (<= 300 poisons), none on the CNN; defenses: LR only, MaxUp with m = 2",
         needs_data_root=False,
         n_train=None,
         train={
@@ -149,7 +149,7 @@ PROFILES = {
                    "cnn": dict(stop_eps=10.0, max_rounds=5, n_starts=2, ascent_steps=50, train_epochs=20)},
             "labelflip": {"default": dict(quantiles=(0.1, 0.15, 0.2, 0.25, 0.3), repeats=(1, 2, 3))},
             "defense": {"default": dict(maxup_m=2, maxup_sigma=0.1, influence_l2=0.01)},
-            "paper_only": {"cnn": ("mt", "tgda", "gm", "defense")},
+            "paper_only": {"nn": ("defense",), "cnn": ("mt", "tgda", "gm", "defense")},
         },
     ),
     "paper": Profile(
