@@ -10,6 +10,9 @@ are what the reader sees) and warnings treated as errors.
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -79,6 +82,47 @@ def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
     return time.perf_counter() - t0
 
 
+def _package_digest() -> str:
+    """sha256 over the source files of the installed ``poisonlib`` package."""
+    h = hashlib.sha256()
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    for f in sorted(glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True)):
+        h.update(os.path.relpath(f, pkg).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def cache_key(src: str, parameters: dict, package_digest: str | None = None) -> str:
+    """Key of an executed chapter: its source text, the papermill parameters and the package code."""
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        h.update(f.read())
+    h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    h.update((package_digest or _package_digest()).encode())
+    return h.hexdigest()[:16]
+
+
+def _stored_key(dst: str) -> str | None:
+    try:
+        with open(dst) as f:
+            return json.load(f).get("metadata", {}).get("poisonlib", {}).get("cache_key")
+    except (OSError, ValueError):
+        return None
+
+
+def _stamp(dst: str, key: str, parameters: dict) -> None:
+    """Record the cache key and parameters in the executed notebook's metadata (atomically)."""
+    with open(dst) as f:
+        nb = json.load(f)
+    nb.setdefault("metadata", {})["poisonlib"] = {"cache_key": key, "parameters": parameters}
+    tmp = dst + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(nb, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, dst)
+
+
 def _jupyter_book() -> str:
     exe = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
     return exe if os.path.exists(exe) else (shutil.which("jupyter-book") or "jupyter-book")
@@ -93,8 +137,12 @@ def build_book(
     build: bool = True,
     path_output: str | None = None,
     root: str | None = None,
+    force: bool = False,
 ) -> str | None:
-    """Execute the notebooks at ``profile`` and build the HTML; returns the path of ``index.html``."""
+    """Execute the notebooks at ``profile`` and build the HTML; returns the path of ``index.html``.
+
+    A chapter whose executed notebook carries the same :func:`cache_key` (same source,
+    parameters and package code) is not re-run unless ``force``."""
     from .experiments import PROFILES
 
     check_choice("profile", profile, PROFILES)
@@ -102,15 +150,21 @@ def build_book(
     params = {"profile": profile, "device": device, "data_root": data_root}
     env_before = dict(os.environ)
     os.environ.update(_kernel_env(root))
+    digest = _package_digest()
     try:
         for src in notebook_sources(root, only):
             name = os.path.splitext(os.path.basename(src))[0]
             dst = os.path.join(root, EXECUTED_DIR, name + ".ipynb")
+            key = cache_key(src, params, digest)
+            if not force and _stored_key(dst) == key:
+                print(f"[poisonlib book] {name}: unchanged since its last run at profile {profile} (cached; --force re-runs it)", flush=True)
+                continue
             print(f"[poisonlib book] executing {name} at profile {profile} ...", flush=True)
             try:
                 secs = execute_notebook(src, dst, params, cwd=root)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
                 raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
+            _stamp(dst, key, params)
             print(f"[poisonlib book] {name}: {secs:.1f} s", flush=True)
     finally:
         os.environ.clear()

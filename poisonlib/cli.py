@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
     book.add_argument("--path-output", default=None, help="where _build/html goes (default: the project root)")
     book.add_argument("--root", default=None, help="project root holding _config.yml (default: found from the current folder)")
+    book.add_argument("--force", action="store_true", help="re-execute chapters even when their source, parameters and poisonlib's code are unchanged")
 
     from .runner import list_experiments
 
@@ -265,7 +266,7 @@ def cmd_book(args) -> int:
     from .book import build_book
 
     build_book(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only,
-               build=not args.no_build, path_output=args.path_output, root=args.root)
+               build=not args.no_build, path_output=args.path_output, root=args.root, force=args.force)
     return 0
 
 

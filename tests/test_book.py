@@ -29,3 +29,39 @@ def test_book_cli_rejects_unknown_profile(capsys):
         main(["book", "--profile", "huge"])
     assert e.value.code == 2
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def _tiny_root(tmp_path, body="x = 1"):
+    (tmp_path / "_config.yml").write_text("title: t\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    nb = tmp_path / "notebooks"
+    nb.mkdir(exist_ok=True)
+    (nb / "ch.md").write_text(
+        "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+        "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'cpu'\ndevice = 'auto'\ndata_root = None\n```\n\n"
+        f"```{{code-cell}} ipython3\n{body}\nprint(profile)\n```\n"
+    )
+    return tmp_path
+
+
+def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, capsys):
+    import json
+
+    from poisonlib.book import build_book, cache_key
+
+    root = _tiny_root(tmp_path)
+    build_book("smoke", build=False, root=str(root))
+    dst = root / "book" / "executed" / "ch.ipynb"
+    meta = json.loads(dst.read_text())["metadata"]["poisonlib"]
+    assert meta["parameters"]["profile"] == "smoke"
+    assert meta["cache_key"] == cache_key(str(root / "notebooks" / "ch.md"), meta["parameters"])
+    assert "executing ch" in capsys.readouterr().out
+    build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
+    assert "unchanged since its last run" in capsys.readouterr().out
+    build_book("cpu", build=False, root=str(root))  # other parameters: re-run
+    assert "executing ch" in capsys.readouterr().out
+    _tiny_root(tmp_path, body="x = 2")  # other source: re-run
+    build_book("cpu", build=False, root=str(root))
+    assert "executing ch" in capsys.readouterr().out
+    build_book("cpu", build=False, root=str(root), force=True)
+    assert "executing ch" in capsys.readouterr().out

@@ -72,3 +72,34 @@ def test_ci_runs_the_readme_test_command():
     readme = open(os.path.join(ROOT, "README.md")).read()
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert "make test" in readme and re.search(r"^make test$", ci, re.M)
+
+
+def test_gpu_workflow_parses_and_runs_the_documented_paper_commands():
+    import yaml
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    with open(os.path.join(ROOT, ".github", "workflows", "gpu-paper.yml")) as f:
+        wf = yaml.safe_load(f)
+    job = wf["jobs"]["paper"]
+    assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"]
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    documented = "poisonlib book --profile paper --device cuda --data-root"
+    assert documented in readme
+    assert any(documented in r for r in runs) and any("--nbval-lax" in r and "book/executed" in r for r in runs)
+    assert "make install" in runs and any(s.get("uses", "").startswith("actions/upload-artifact") for s in job["steps"])
+
+
+def test_citation_metadata_and_footer_carry_the_package_version():
+    import yaml
+
+    import poisonlib
+
+    with open(os.path.join(ROOT, "CITATION.cff")) as f:
+        cff = yaml.safe_load(f)
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == poisonlib.__version__
+    pref = cff["preferred-citation"]
+    assert pref["title"].startswith("Exploring the Limits") and [a["family-names"] for a in pref["authors"]] == ["Lu", "Kamath", "Yu"]
+    with open(os.path.join(ROOT, "_config.yml")) as f:
+        cfg = yaml.safe_load(f)
+    assert f"poisonlib {poisonlib.__version__}" in cfg["html"]["extra_footer"]
+    assert cfg["launch_buttons"]["binderhub_url"] and cfg["execute"]["execute_notebooks"] == "off"
