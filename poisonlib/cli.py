@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
 
+    rep = sub.add_parser("report", help="every number of the paper's Tables 1-10 beside ours, with verdicts",
+                         description="Load (or run, where missing) every table's grid at a profile, print a summary of the verdicts "
+                         "and the qualitative claims, and write results/report.csv and results/report.json.")
+    rep.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rep.add_argument("--data-root", default=None, help="folder with the full datasets (paper profile, CIFAR-10, TinyImageNet)")
+    rep.add_argument("--all", action="store_true", help="print every entry, not only the summary")
+
     sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
     return parser
 
@@ -306,6 +314,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import pandas as pd
+
+    from . import reproduction
+
+    rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device)
+    es = reproduction.entries(rows, args.profile)
+    cl = reproduction.claims(es)
+    csv, js = reproduction.write(es, cl)
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
+        if args.all:
+            print(pd.DataFrame(es)[["table", "entry", "paper", "ours", "ours_std", "delta", "verdict", "note"]].to_string(index=False))
+        print(reproduction.summary(es).to_string())
+        print()
+        print(pd.DataFrame(cl).to_string(index=False))
+    print(f"wrote {csv} and {js}", file=sys.stderr)
+    return 0
+
+
 def cmd_list(args) -> int:
     from .data import list_datasets
     from .experiments import PROFILES
@@ -324,7 +351,7 @@ def cmd_list(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "list": cmd_list}[args.command]
+    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command]
     try:
         return handler(args)
     except PoisonlibError as e:

@@ -8,7 +8,7 @@ import pytest
 
 from poisonlib.cli import main
 
-SUBCOMMANDS = [["attack"], ["attack", "gc"], ["attack", "tgda"], ["attack", "gm"], ["attack", "kkt"], ["attack", "mt"], ["tau"], ["book"], ["run"], ["list"]]
+SUBCOMMANDS = [["attack"], ["attack", "gc"], ["attack", "tgda"], ["attack", "gm"], ["attack", "kkt"], ["attack", "mt"], ["tau"], ["book"], ["run"], ["report"], ["list"]]
 
 
 def run_cli(*args, cwd=None):
