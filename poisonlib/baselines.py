@@ -54,12 +54,12 @@ def _mt_options(options: dict, ds, model: str, eps: float, train_config, seed: i
 
     def fit(x, y, init_model):
         m = model_for(model, ds, seed=seed)
-        return train(m, x, y, ds.task, **cfg.as_dict(), seed=seed, device=init_model_device(init_model), progress=False, desc="MT refit")[0]
+        return train(m, x, y, ds.task, **cfg.as_dict(), seed=seed, device=_device_of(init_model), progress=False, desc="MT refit")[0]
 
     return {**opts, "fit": fit}
 
 
-def init_model_device(m) -> torch.device:
+def _device_of(m) -> torch.device:
     return next(m.parameters()).device
 
 
