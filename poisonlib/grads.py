@@ -90,3 +90,39 @@ def per_example_gradients(model, x, y, task: str, *, params: dict | None = None,
         gi = g(params, x[i : i + chunk], y[i : i + chunk])
         rows.append(torch.cat([gi[k].reshape(len(gi[k]), -1) for k in params], dim=1))
     return torch.cat(rows)
+
+
+def flat_loss(model, names, shapes, x, y, task, l2: float = 0.0):
+    """f(θ) = mean task loss of ``model`` on (x, y) at the flat parameter vector θ (split by
+    ``names`` / ``shapes``) + l2/2 ‖θ‖²: the function whose Hessian-vector products
+    influence functions and TGDA's total gradient need."""
+    loss = loss_fn(task)
+
+    def f(theta):
+        params, i = {}, 0
+        for k, s in zip(names, shapes):
+            n = int(torch.tensor(s).prod()) if len(s) else 1
+            params[k] = theta[i : i + n].reshape(s)
+            i += n
+        return loss(functional_call(model, params, (x,)), y) + 0.5 * l2 * (theta * theta).sum()
+
+    return f
+
+
+def conjugate_gradient(hvp, b, iters: int, tol: float = 1e-10):
+    """Conjugate gradient for H u = b with H given by ``hvp``."""
+    u = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = r @ r
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rs / (p @ hp)
+        u = u + alpha * p
+        r = r - alpha * hp
+        new = r @ r
+        if new.sqrt() <= tol * b.norm():
+            break
+        p = r + (new / rs) * p
+        rs = new
+    return u

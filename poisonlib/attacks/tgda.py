@@ -50,8 +50,7 @@ from torch.func import functional_call, grad, jvp
 from tqdm import tqdm
 
 from .._validation import PoisonlibError, check_finite, check_int, check_positive
-from ..defenses.influence import _cg, _objective
-from ..grads import flat, target_params
+from ..grads import conjugate_gradient, flat, flat_loss, target_params
 from ..models import loss_fn
 from ..train import resolve_device, show_progress
 from .gc import GCResult, _init_poisons, n_poison_points
@@ -86,10 +85,10 @@ def total_gradient(model, params, x_clean, y_clean, x_p, y_p, x_val, y_val, task
     g_val = flat(torch.autograd.grad(l_val, list(p.values())))
     # v = (H + damping I)^{-1} ∇_w L_val, H the Hessian of the follower's loss on clean ∪ poisons
     x_all, y_all = torch.cat([x_clean, x_p]), torch.cat([y_clean, y_p])
-    f = _objective(model, names, shapes, x_all, y_all, task, damping)
+    f = flat_loss(model, names, shapes, x_all, y_all, task, damping)
     if not bool(g_val.any()):  # a flat validation loss: no direction to push
         return torch.zeros_like(x_p), float(l_val.detach())
-    v = _cg(lambda u: jvp(grad(f), (theta,), (u,))[1], g_val, cg_iters, 1e-10).detach()
+    v = conjugate_gradient(lambda u: jvp(grad(f), (theta,), (u,))[1], g_val, cg_iters, 1e-10).detach()
     # only the poisons' share of f depends on x_p: ∂_{x_p} (1/(n+n_p)) Σ_j ⟨∇_w ℓ(z_j; w), v⟩
     x_p = x_p.detach().requires_grad_(True)
     p = {k: t.detach().requires_grad_(True) for k, t in params.items()}

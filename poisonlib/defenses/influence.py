@@ -18,11 +18,10 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch.func import functional_call, grad, jvp
+from torch.func import grad, jvp
 
 from .._validation import PoisonlibError, check_choice, check_int, check_positive
-from ..grads import flat, mean_gradient, per_example_gradients, target_params
-from ..models import loss_fn
+from ..grads import conjugate_gradient, flat, flat_loss, mean_gradient, per_example_gradients, target_params
 
 METHODS = ("auto", "exact", "cg")
 
@@ -39,20 +38,6 @@ def remove_top(scores: torch.Tensor, frac: float) -> torch.Tensor:
     return keep
 
 
-def _objective(model, names, shapes, x, y, task, l2):
-    loss = loss_fn(task)
-
-    def f(theta):
-        params, i = {}, 0
-        for k, s in zip(names, shapes):
-            n = int(torch.tensor(s).prod()) if len(s) else 1
-            params[k] = theta[i : i + n].reshape(s)
-            i += n
-        return loss(functional_call(model, params, (x,)), y) + 0.5 * l2 * (theta * theta).sum()
-
-    return f
-
-
 def inverse_hvp(model, x, y, task: str, v: torch.Tensor, *, l2: float = 0.0, method: str = "auto", cg_iters: int = 200, tol: float = 1e-10):
     """H⁻¹ v for the Hessian H of the mean training loss (+ l2/2 ‖w‖²) at ``model``'s parameters."""
     check_choice("method", method, METHODS)
@@ -60,34 +45,15 @@ def inverse_hvp(model, x, y, task: str, v: torch.Tensor, *, l2: float = 0.0, met
     names, shapes = list(params), [tuple(p.shape) for p in params.values()]
     theta = flat(params).detach().double()
     m = copy.deepcopy(model).double()
-    f = _objective(m, names, shapes, x.double(), y if task == "multiclass" else y.double(), task, l2)
+    f = flat_loss(m, names, shapes, x.double(), y if task == "multiclass" else y.double(), task, l2)
     v = v.double()
     if method == "exact" or (method == "auto" and theta.numel() <= 2000):
         h = torch.func.hessian(f)(theta)
         out = torch.linalg.solve(h, v)
     else:
         hvp = lambda u: jvp(grad(f), (theta,), (u,))[1]  # noqa: E731
-        out = _cg(hvp, v, check_int("cg_iters", cg_iters, minimum=1), tol)
+        out = conjugate_gradient(hvp, v, check_int("cg_iters", cg_iters, minimum=1), tol)
     return out
-
-
-def _cg(hvp, b, iters, tol):
-    """Conjugate gradient for H u = b with H given by ``hvp``."""
-    u = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = r @ r
-    for _ in range(iters):
-        hp = hvp(p)
-        alpha = rs / (p @ hp)
-        u = u + alpha * p
-        r = r - alpha * hp
-        new = r @ r
-        if new.sqrt() <= tol * b.norm():
-            break
-        p = r + (new / rs) * p
-        rs = new
-    return u
 
 
 def influence_scores(model, x, y, task: str, x_val, y_val, *, l2: float = 0.0, method: str = "auto", cg_iters: int = 200) -> torch.Tensor:
