@@ -82,6 +82,28 @@ def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
     return time.perf_counter() - t0
 
 
+def convert_sources(root: str | None = None, only: list[str] | None = None) -> list[str]:
+    """Write each chapter source as an *unexecuted* notebook ``book/executed/<name>.ipynb``, the
+    path that the book's Binder launch buttons open (``.binder/postBuild`` calls this in a fresh
+    clone). Notebooks already there (executed ones) are kept. Returns the paths written."""
+    import jupytext
+
+    root = find_root(root)
+    written = []
+    for src in notebook_sources(root, only):
+        dst = os.path.join(root, EXECUTED_DIR, os.path.basename(src)[:-3] + ".ipynb")
+        if os.path.exists(dst):
+            continue
+        nb = jupytext.read(src)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        part = dst[:-6] + ".part.ipynb"
+        jupytext.write(nb, part, fmt="ipynb")
+        os.replace(part, dst)
+        written.append(dst)
+    return written
+
+
 def _package_digest() -> str:
     """sha256 over the source files of the installed ``poisonlib`` package."""
     h = hashlib.sha256()

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
     book.add_argument("--path-output", default=None, help="where _build/html goes (default: the project root)")
     book.add_argument("--root", default=None, help="project root holding _config.yml (default: found from the current folder)")
+    book.add_argument("--sources-only", action="store_true",
+                      help="only write the chapters as unexecuted notebooks into book/executed (what the Binder launch buttons open)")
     book.add_argument("--force", action="store_true", help="re-execute chapters even when their source, parameters and poisonlib's code are unchanged")
 
     from .runner import list_experiments
@@ -271,8 +273,12 @@ def cmd_tau(args) -> int:
 
 
 def cmd_book(args) -> int:
-    from .book import build_book
+    from .book import build_book, convert_sources
 
+    if args.sources_only:
+        written = convert_sources(args.root, args.only)
+        print(f"wrote {len(written)} notebook(s) into book/executed (existing ones kept)")
+        return 0
     build_book(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only,
                build=not args.no_build, path_output=args.path_output, root=args.root, force=args.force)
     return 0

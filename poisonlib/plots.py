@@ -92,3 +92,66 @@ def regression_panels(ds, rows: list[dict], target, *, title: str = "", zoom=((-
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def profile_label(profile) -> str:
+    """``"profile: cpu · poisonlib 0.1.0"``: what every figure and table of the book is marked with."""
+    from . import __version__
+
+    return f"profile: {getattr(profile, 'name', profile)} · poisonlib {__version__}"
+
+
+def stamp(fig, label: str):
+    """Write ``label`` small in the lower-right corner of ``fig`` (once)."""
+    if getattr(fig, "_poisonlib_label", None) != label:
+        fig.text(0.998, 0.002, label, ha="right", va="bottom", fontsize=7, color="0.35")
+        fig._poisonlib_label = label
+    return fig
+
+
+def label_outputs(profile) -> None:
+    """Mark every figure and table a notebook displays from now on with the profile that made it.
+
+    Figures get :func:`stamp`; pandas tables (DataFrames and Stylers) a caption line under
+    them. Both hook into IPython's display formatters, so ``plt.show()``, a cell's last
+    figure and ``display(df)`` are all covered. Outside IPython this does nothing.
+    """
+    label = profile_label(profile)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    # load the backend now: the inline backend (re)registers its figure formatters when it is
+    # loaded, which pyplot otherwise does lazily at the first figure, after our wrapping
+    plt.switch_backend(matplotlib.get_backend())
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from pandas.io.formats.style import Styler
+
+    caption = f'<p class="poisonlib-profile" style="font-size:0.8em;color:#555;margin-top:0.2em">{label}</p>'
+
+    def with_caption(html):
+        return None if html is None else html + caption
+
+    for mime, fmt in ip.display_formatter.formatters.items():
+        if _has(fmt, Figure):
+            original = getattr(fmt, "_poisonlib_original", None) or fmt.lookup_by_type(Figure)
+            fmt._poisonlib_original = original
+            fmt.for_type(Figure, lambda fig, _f=original: _f(stamp(fig, label)))
+        if mime == "text/html":
+            fmt.for_type(pd.DataFrame, lambda df: with_caption(df._repr_html_()))
+            fmt.for_type(Styler, lambda s: with_caption(s._repr_html_()))
+
+
+def _has(fmt, cls) -> bool:
+    try:
+        fmt.lookup_by_type(cls)
+        return True
+    except KeyError:
+        return False

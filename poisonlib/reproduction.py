@@ -21,7 +21,7 @@ import math
 import os
 
 from . import paper
-from .experiments import summarize
+from .experiments import get_profile, summarize
 from .report import TOLERANCE, select
 from .results import atomic_write_json, default_results_dir
 
@@ -67,6 +67,7 @@ class _Collector:
             "delta": None if mean is None or reported is None else round(mean - reported, 4),
             "verdict": _verdict(mean, reported, kind), "profile": self.profile,
             "device": ", ".join(sorted({str(r.get("device")) for r in done})) or None,
+            "hardware": "; ".join(sorted({str(r["hardware"]) for r in done if r.get("hardware")})) or None,
             "records": ",".join(sorted({r["record"] for r in done if r.get("record")})), "note": "" if done and mean is not None else why,
         })
         if kind == "std" and len(vals) == 1:
@@ -175,7 +176,7 @@ def claims(es: list[dict]) -> list[dict]:
     def both(e1, e2):
         return e1 and e2 and e1["ours"] is not None and e2["ours"] is not None
 
-    out = []
+    out = [_phase_transition_claim(es)]
     # GC beats TGDA and GM (Table 2)
     wins = total = 0
     for (d, m), rep in paper.TABLE2.items():
@@ -214,6 +215,32 @@ def claims(es: list[dict]) -> list[dict]:
     return out
 
 
+def _phase_transition_claim(es: list[dict]) -> dict:
+    """Cor. 2 on Table 2's rows: the share of the target's drop that GC reaches should grow
+    with ε_d and be (nearly) all of it from ε_d = τ(2) on. ``holds``: at ε_d = τ(2) GC reaches
+    at least half the target's drop and the share does not fall (by more than 0.1) as ε_d grows."""
+    parts, ok = [], []
+    for d, m in paper.TABLE2:
+        name = f"{d} {m.upper()}"
+        tgt, tau = _find(es, "Table 2", f"{name}: GradPC drop"), _find(es, "Table 2", f"{name}: τ(2)")
+        if not (tgt and tau and tgt["ours"] and tau["ours"] is not None):
+            continue
+        share = {}
+        for e in (0.03, 0.1, 1.0, "tau"):
+            gc = _find(es, "Table 2", f"{name}: GC ε_d={e}")
+            if gc and gc["ours"] is not None:
+                share[tau["ours"] if e == "tau" else e] = gc["ours"] / tgt["ours"]
+        if tau["ours"] not in share:
+            continue
+        shares = [share[k] for k in sorted(share)]
+        ok.append(share[tau["ours"]] >= 0.5 and all(b >= a - 0.1 for a, b in zip(shares, shares[1:])))
+        shown = ", ".join(f"{'τ' if k == tau['ours'] else f'{k:g}'} {share[k]:.2f}" for k in sorted(share))
+        parts.append(f"{name} (τ(2) {tau['ours']:.3g}): {shown}")
+    return {"claim": "Phase transition at τ (Cor. 2): GC reaches the target's drop once ε_d ≥ τ(2), less below",
+            "evidence": ("share of the GradPC target's drop reached by GC at each ε_d: " + "; ".join(parts)) if parts else "not run",
+            "holds": "–" if not ok else "yes" if all(ok) else "no"}
+
+
 def write(es: list[dict], cl: list[dict], results_dir: str | None = None) -> tuple[str, str]:
     """Write ``report.csv`` (the entries) and ``report.json`` (entries and claims), atomically."""
     import pandas as pd
@@ -238,3 +265,71 @@ def summary(es: list[dict]):
     df = pd.crosstab(pd.Series([e["table"] for e in es], name="table"), pd.Series([e["verdict"] for e in es], name="verdict"))
     order = sorted(df.index, key=lambda t: int(t.split()[-1]))
     return df.reindex(index=order, columns=[v for v in VERDICTS if v in df.columns], fill_value=0)
+
+
+# ----------------------------------------------------------------------------- paper-profile wall time
+#: The grids each chapter runs (``poisonlib.runner``); chapters run in this (alphabetical)
+#: order, and a cell shared by two chapters is computed by the first and loaded by the other.
+CHAPTER_GRIDS = {
+    "baselines": ("table2_baselines", "table2"), "defenses": ("table10",), "gc_curves": ("fig3", "fig7"), "gc_images": ("fig8", "fig9"),
+    "gc_scaling": ("table8",), "gc_table2": ("table2",), "gc_targets": ("table1", "table5"), "kkt_mt": ("table6", "table7"),
+    "tgda_targets": ("table9",),
+}
+
+
+def cell_key(cell) -> tuple:
+    """What a cell's cost depends on: kind, data, model, attack, ε_d, and for target cells the
+    kind of target (not the seed, ε_w, the w/2 scaling or GC-c's clipping: those cost the same)."""
+    return (cell.kind, cell.dataset, cell.model, cell.attack if cell.kind == "attack" else "", cell.eps_d,
+            cell.target if cell.kind == "target" else "")
+
+
+def price_chapters(timed: dict, profile="paper") -> list[dict]:
+    """Each chapter's cells at ``profile`` priced with measured cell times ``timed`` ({:func:`cell_key`: seconds}).
+
+    ``estimate_s`` sums the cells that match a measurement (with the cells that another
+    chapter computes first left out); ``unpriced`` counts the others, described in ``unpriced_kinds``."""
+    from collections import Counter
+
+    from .runner import get_experiment
+
+    seen, out = set(), []
+    for chapter, grids in CHAPTER_GRIDS.items():
+        cells = [c for g in grids for c in get_experiment(g).cells(get_profile(profile))]
+        new = list(dict.fromkeys(c for c in cells if c not in seen))
+        seen.update(new)
+        priced = [timed[cell_key(c)] for c in new if cell_key(c) in timed]
+        missing = Counter(" ".join(str(k) for k in cell_key(c)[:4] if k) for c in new if cell_key(c) not in timed)
+        out.append({"chapter": chapter, "grids": ", ".join(grids), "cells": len(new), "priced": len(priced),
+                    "estimate_min": round(sum(priced) / 60, 1), "unpriced": len(new) - len(priced),
+                    "unpriced_kinds": ", ".join(f"{k} ×{n}" for k, n in missing.most_common())})
+    return out
+
+
+#: The committed timing run that the reproducibility chapter shows (relative to the project root).
+PAPER_TIMINGS = os.path.join("benchmarks", "results", "paper_cells_h200.json")
+
+
+def paper_wall_times(path: str | None = None) -> tuple:
+    """``(cells, chapters, meta)`` from a timing run of ``benchmarks/paper_cells.py`` (a JSON file;
+    default :data:`PAPER_TIMINGS` of the project found from the current folder): the measured
+    cells (pandas), :func:`price_chapters` of the paper profile with them, and the run's device,
+    date and notes."""
+    import json
+
+    import pandas as pd
+
+    from .book import find_root
+    from .runner import Cell
+
+    path = path or os.path.join(find_root(), PAPER_TIMINGS)
+    with open(path) as f:
+        run = json.load(f)
+    timed = [r for r in run["cells"] if r.get("status") == "timed"]
+    fields = [f for f in Cell.__dataclass_fields__]
+    prices = {cell_key(Cell(**{k: (tuple(r[k]) if isinstance(r[k], list) else r[k]) for k in fields})): r["wall_s"] for r in timed}
+    cells = pd.DataFrame([{"cell": r["cell"], "n_poison": r.get("n_poison"), "wall_s": r.get("wall_s"), "status": r["status"],
+                           "profile": run.get("profile", {}).get("name", "paper"), "hardware": run.get("gpu")} for r in run["cells"]])
+    meta = {"gpu": run.get("gpu"), "dates": run.get("runs") or [run.get("date")], "data": run.get("data"), "note": run.get("note", ""),
+            "resnet18_cifar10_unit": run.get("resnet18_cifar10_unit"), "torch": run.get("environment", {}).get("torch")}
+    return cells, pd.DataFrame(price_chapters(prices)), meta

@@ -98,10 +98,18 @@ def environment(device: str | torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "device": dev,
         "torch_threads": torch.get_num_threads(),
+        "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
     }
     if dev.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def hardware(env: dict) -> str:
+    """One line naming the hardware of a record's ``environment``: the GPU, else the CPU."""
+    if env.get("gpu"):
+        return env["gpu"]
+    return env.get("cpu") or env.get("platform", "unknown")
 
 
 def result_path(experiment: str, config: dict, results_dir: str | None = None) -> str:

@@ -23,6 +23,7 @@ from ._validation import PoisonlibError
 from .attacks.gc import n_poison_points
 from .baselines import attack_cell, defense_cell
 from .experiments import gc_cell, get_profile, target_cell
+from .results import hardware
 from .train import show_progress
 
 EXPERIMENTS = Registry("experiment")
@@ -314,7 +315,8 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
             metrics["eps_d_used"] = metrics.pop("eps_d")
         metrics.pop("eps_d_requested", None)
         rows.append({**row, "status": "cached" if rec["cached"] else "computed", "wall_time_s": rec["wall_time_s"],
-                     "record": rec["config_hash"], "git_commit": rec["git_commit"], "device": rec["environment"].get("device"), **metrics})
+                     "record": rec["config_hash"], "git_commit": rec["git_commit"], "device": rec["environment"].get("device"),
+                     "hardware": hardware(rec["environment"]), **metrics})
     return rows
 
 

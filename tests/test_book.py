@@ -37,7 +37,8 @@ def _tiny_root(tmp_path, body="x = 1"):
     nb = tmp_path / "notebooks"
     nb.mkdir(exist_ok=True)
     (nb / "ch.md").write_text(
-        "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n    format_version: 0.13\n"
+        "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
         "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'cpu'\ndevice = 'auto'\ndata_root = None\n```\n\n"
         f"```{{code-cell}} ipython3\n{body}\nprint(profile)\n```\n"
     )
@@ -65,3 +66,55 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     assert "executing ch" in capsys.readouterr().out
     build_book("cpu", build=False, root=str(root), force=True)
     assert "executing ch" in capsys.readouterr().out
+
+
+def test_sources_only_writes_the_notebooks_binder_opens_and_keeps_executed_ones(tmp_path, capsys):
+    import json
+
+    from poisonlib.cli import main
+
+    root = _tiny_root(tmp_path)
+    assert main(["book", "--sources-only", "--root", str(root)]) == 0
+    nb = json.loads((root / "book" / "executed" / "ch.ipynb").read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in cells[0]["metadata"]["tags"] and not any(c.get("outputs") for c in cells)
+    (root / "book" / "executed" / "ch.ipynb").write_text("executed")
+    assert main(["book", "--sources-only", "--root", str(root)]) == 0
+    assert (root / "book" / "executed" / "ch.ipynb").read_text() == "executed"
+    assert "wrote 0 notebook(s)" in capsys.readouterr().out
+
+
+def test_binder_post_build_writes_what_the_launch_buttons_open():
+    import yaml
+
+    with open(os.path.join(ROOT, "_config.yml")) as f:
+        cfg = yaml.safe_load(f)
+    with open(os.path.join(ROOT, "_toc.yml")) as f:
+        toc = f.read()
+    post = open(os.path.join(ROOT, ".binder", "postBuild")).read()
+    # Binder opens <path_to_book>/<page>.ipynb; the chapters' pages are book/executed/<name>, written by postBuild
+    assert cfg["launch_buttons"]["binderhub_url"] and cfg["repository"]["path_to_book"] == ""
+    assert "book/executed/gc_table2" in toc and "poisonlib book --sources-only" in post and "whl/cpu" in post
+    # Colab would open the same path straight from GitHub, where no .ipynb is committed: no Colab button
+    assert "colab_url" not in cfg["launch_buttons"]
+    assert os.access(os.path.join(ROOT, ".binder", "postBuild"), os.X_OK)
+
+
+def test_figures_shown_in_an_executed_chapter_carry_the_profile(tmp_path):
+    """Through papermill and the inline backend, as the book runs its chapters: plt.show() and a
+    cell's last figure are both stamped, and DataFrames get their caption."""
+    import json
+
+    from poisonlib.book import build_book
+
+    body = ("from poisonlib import plots\nplots.label_outputs(profile)\nimport matplotlib.pyplot as plt\nimport pandas as pd\n"
+            "fig, ax = plt.subplots()\nax.plot([0, 1])\nplt.show()\nprint('shown:', fig._poisonlib_label)\n"
+            "display(pd.DataFrame({'a': [1]}))")
+    root = _tiny_root(tmp_path, body=body)
+    build_book("smoke", build=False, root=str(root))
+    nb = json.loads((root / "book" / "executed" / "ch.ipynb").read_text())
+    outs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    text = "".join("".join(o.get("text", "")) for o in outs)
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
+    assert any("image/png" in o.get("data", {}) for o in outs)
+    assert "shown: profile: smoke · poisonlib" in text and "profile: smoke · poisonlib" in html

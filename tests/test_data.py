@@ -1,6 +1,4 @@
 import hashlib
-import os
-import struct
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ import torch
 
 from poisonlib import PoisonlibError
 from poisonlib.data import MNIST_FILES, list_datasets, load_dataset
+from poisonlib.testing import write_cifar10, write_mnist
 
 
 def _row_hashes(x):
@@ -75,24 +74,12 @@ def test_n_train_subsample_is_stratified(mnist):
 
 
 # ---------------------------------------------------------------- full MNIST in its real IDX format
-def _write_idx(folder, prefix, images, labels):
-    with open(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), "wb") as f:
-        f.write(struct.pack(">IIII", 2051, len(images), 28, 28))
-        f.write(images.astype(np.uint8).tobytes())
-    with open(os.path.join(folder, f"{prefix}-labels-idx1-ubyte"), "wb") as f:
-        f.write(struct.pack(">II", 2049, len(labels)))
-        f.write(labels.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
 def tiny_mnist_root(tmp_path):
     rng = np.random.default_rng(0)
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
     tr_x, tr_y = rng.integers(0, 256, (40, 28, 28)), np.repeat(np.arange(10), 4)
     te_x, te_y = rng.integers(0, 256, (20, 28, 28)), np.repeat(np.arange(10), 2)
-    _write_idx(raw, "train", tr_x, tr_y)
-    _write_idx(raw, "t10k", te_x, te_y)
+    write_mnist(str(tmp_path), (tr_x, tr_y), (te_x, te_y))
     return tmp_path, tr_x, te_x
 
 
@@ -127,25 +114,8 @@ def test_npz_dataset_and_nan_rejection(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10 and TinyImageNet, real on-disk formats
-def _write_cifar(root, n_per_batch=20, seed=0):
-    """Pickled batches as in cifar-10-python.tar.gz: Python-2 str keys (str once loaded with latin1), data uint8 (N, 3072) RGB planes."""
-    import pickle
-
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in np.arange(n_per_batch) % 10]
-        with open(d / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": ["x.png"] * n_per_batch}, f, protocol=2)
-        batches[name] = (data, labels)
-    return batches
-
-
 def test_cifar10_reads_the_python_batches(tmp_path):
-    batches = _write_cifar(tmp_path)
+    batches = write_cifar10(str(tmp_path), n_per_batch=20)
     ds = load_dataset("cifar10", data_root=str(tmp_path))
     assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10 and ds.feature_box == (0.0, 1.0)
     assert len(ds.x_train) + len(ds.x_val) == 100 and len(ds.x_test) == 20

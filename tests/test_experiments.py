@@ -110,10 +110,10 @@ def test_paper_path_on_cifar10_files_with_resnet18_and_minibatch_gc(tmp_path):
     """The paper profile's CIFAR-10 row end to end, shrunk: real on-disk format, ResNet-18, GC in mini-batches."""
     import dataclasses
 
-    from tests.test_data import _write_cifar
     from poisonlib.experiments import TrainConfig
+    from poisonlib.testing import write_cifar10
 
-    _write_cifar(tmp_path, n_per_batch=6)
+    write_cifar10(str(tmp_path), n_per_batch=6)
     tiny = dataclasses.replace(get_profile("paper"), name="tiny-paper", train={"default": TrainConfig(epochs=1, lr=0.01, batch_size=16)},
                                gc_epochs=2, gc_batch_size={"cifar10": 2}, seeds=(0,))
     rec = gc_cell("cifar10", "resnet18", 0.5, 0.25, profile=tiny, data_root=str(tmp_path), device="cpu")
@@ -179,3 +179,32 @@ def test_plateau_table_classifies_the_regime_against_both_thresholds():
     t = plateau_table(rows)
     assert list(t["regime"][:3]) == ["ε_d < τ(c)", "τ(c) ≤ ε_d < τ(2)", "ε_d ≥ τ(2)"]
     assert t.loc[1, "reduction ×"] == 4.0 and t.loc[0, "last 10% change"] == "100.0%" and t.loc[3, "note"].startswith("not run")
+
+
+def test_label_outputs_marks_every_displayed_figure_and_table_with_the_profile():
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    from poisonlib import plots
+
+    ip = InteractiveShell.instance()
+    try:
+        select_figure_formats(ip, {"png"})  # what the inline backend registers
+        plots.label_outputs(get_profile("smoke"))
+        assert plots.profile_label("smoke") == "profile: smoke · poisonlib " + __import__("poisonlib").__version__
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        data, _ = ip.display_formatter.format(fig)
+        assert data["image/png"] and [t.get_text() for t in fig.texts] == [plots.profile_label("smoke")]
+        ip.display_formatter.format(fig)  # stamped once
+        assert len(fig.texts) == 1
+        html = ip.display_formatter.format(pd.DataFrame({"a": [1]}))[0]["text/html"]
+        assert "<table" in html and html.endswith("profile: smoke · poisonlib 0.1.0</p>")
+        plt.close(fig)
+    finally:
+        InteractiveShell.clear_instance()

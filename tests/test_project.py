@@ -86,6 +86,7 @@ def test_gpu_workflow_parses_and_runs_the_documented_paper_commands():
     documented = "poisonlib book --profile paper --device cuda --data-root"
     assert documented in readme
     assert any(documented in r for r in runs) and any("--nbval-lax" in r and "book/executed" in r for r in runs)
+    assert any("tests/test_gpu.py" in r for r in runs) and "tests/test_gpu.py" in readme
     assert "make install" in runs and any(s.get("uses", "").startswith("actions/upload-artifact") for s in job["steps"])
 
 

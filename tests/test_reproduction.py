@@ -10,7 +10,8 @@ from poisonlib import paper, reproduction
 
 def _gc(eps, seed, drop, **kw):
     return {"kind": "gc", "dataset": "mnist", "model": "lr", "scale": 1.0, "eps_d": eps, "seed": seed, "status": "computed",
-            "drop": drop, "clean_acc": 90.0, "target_drop": -30.0, "tau2": 1.2, "record": f"r{eps}{seed}", "device": "cpu", **kw}
+            "drop": drop, "clean_acc": 90.0, "target_drop": -30.0, "tau2": 1.2, "record": f"r{eps}{seed}", "device": "cpu",
+            "hardware": "x86_64, 2 cores", **kw}
 
 
 def _rows(**extra):
@@ -27,6 +28,7 @@ def test_entries_put_our_mean_beside_the_paper_with_a_verdict():
     e = by["Table 2", "mnist LR: GC ε_d=0.03"]
     assert e["paper"] == paper.TABLE2["mnist", "lr"]["gc"][0.03] and e["ours"] == pytest.approx(-22.5) and e["seeds"] == 2
     assert e["verdict"] == "reproduced" and e["delta"] == pytest.approx(-22.5 + 22.97) and e["records"] == "r0.030,r0.031"
+    assert e["device"] == "cpu" and e["hardware"] == "x86_64, 2 cores"
     assert by["Table 4", "mnist LR: GC std ε_d=0.03"]["ours"] == pytest.approx(0.7071, abs=1e-4)
     assert by["Table 2", "mnist LR: GC ε_d=0.1"]["verdict"] == "not reproduced"  # -10 vs -63.83
     assert by["Table 4", "mnist LR: GC std ε_d=0.1"]["note"].startswith("one seed")
@@ -42,6 +44,61 @@ def test_tau_is_judged_relative_and_claims_need_runs(tmp_path):
     tau = next(e for e in es if e["entry"] == "mnist LR: τ(2)")
     assert tau["ours"] == 1.2 and reproduction._verdict(1.2, 1.15, "tau") == "reproduced" and reproduction._verdict(2.0, 1.15, "tau") == "not reproduced"
     cl = reproduction.claims(es)
-    assert len(cl) == 4 and all(c["holds"] == "–" for c in cl)  # no baseline / Table 7 / 8 / 10 rows: nothing to judge
+    assert len(cl) == 5 and all(c["holds"] == "–" for c in cl)  # no tau / baseline / Table 7 / 8 / 10 rows: nothing to judge
     csv, js = reproduction.write(es, cl, results_dir=str(tmp_path))
     assert len(pd.read_csv(csv)) == len(es) and json.load(open(js))["claims"] == cl
+
+
+@pytest.mark.parametrize("tau_drop, holds", [(-28.0, "yes"), (-9.0, "no")])
+def test_phase_transition_claim_reads_the_share_of_the_target_drop(tau_drop, holds):
+    rows = _rows()
+    rows["table2"] = [_gc(0.03, 0, -3.0), _gc(0.1, 0, -6.0), _gc(1.0, 0, -9.0), _gc("tau", 0, tau_drop)]
+    claim = reproduction.claims(reproduction.entries(rows, "cpu"))[0]
+    assert claim["claim"].startswith("Phase transition at τ") and claim["holds"] == holds
+    # shares of the target's drop (-30) in order of eps_d, tau (1.2) last
+    assert "0.03 0.10, 0.1 0.20, 1 0.30, τ " + f"{tau_drop / -30:.2f}" in claim["evidence"]
+
+
+def test_chapter_grids_match_what_the_notebooks_run():
+    import glob
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ran = {}
+    for f in glob.glob(os.path.join(root, "notebooks", "*.md")):
+        grids = re.findall(r'run_experiment\("(\w+)"', open(f).read())
+        if grids:
+            ran[os.path.basename(f)[:-3]] = set(grids)
+    assert {k: set(v) for k, v in reproduction.CHAPTER_GRIDS.items()} == ran
+    assert list(reproduction.CHAPTER_GRIDS) == sorted(ran)  # the order `poisonlib book` runs them in
+
+
+def test_paper_wall_times_price_each_chapter_once(tmp_path):
+    from poisonlib.runner import Cell
+
+    def row(cell, s):
+        import dataclasses
+
+        return {**dataclasses.asdict(cell), "cell": cell.label(), "status": "timed", "wall_s": s}
+
+    timed = [row(Cell("gc", "mnist", "lr", 1.0, eps_d=0.03), 2.0), row(Cell("target", "mnist", "lr", 1.0), 60.0)]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"cells": timed + [{"cell": "x", "status": "not reached (budget spent)"}], "gpu": "G", "date": "d"}))
+    cells, chapters, meta = reproduction.paper_wall_times(str(path))
+    assert len(cells) == 3 and meta["gpu"] == "G" and meta["dates"] == ["d"]
+    assert set(cells["profile"]) == {"paper"} and set(cells["hardware"]) == {"G"}
+    by = chapters.set_index("chapter")
+    # Table 2's LR cells at 0.03 (3 seeds) are computed by the baselines chapter, which runs first
+    assert by.loc["baselines", "estimate_min"] == round(3 * 2.0 / 60, 1) and by.loc["gc_table2", "cells"] == 0
+    # Tables 1 and 5: LR GradPC targets at eps_w 0.5, 1 and 0.01, 0.1, 1 (1 shared) priced alike; NN / CNN targets unpriced
+    assert by.loc["gc_targets", "priced"] == 4 and "target mnist nn" in by.loc["gc_targets", "unpriced_kinds"]
+    assert (chapters["priced"] + chapters["unpriced"] == chapters["cells"]).all()
+
+
+def test_the_committed_gpu_timing_run_loads_from_any_folder_of_the_project(monkeypatch):
+    import os
+
+    monkeypatch.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "poisonlib", "attacks"))
+    cells, chapters, meta = reproduction.paper_wall_times()
+    assert meta["gpu"] and (cells["status"] == "timed").any() and set(chapters["chapter"]) == set(reproduction.CHAPTER_GRIDS)

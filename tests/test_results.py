@@ -55,3 +55,12 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write_json({"x": 2}, str(p))
     assert json.loads(p.read_text()) == {"x": 2}
     assert os.listdir(p.parent) == ["b.json"]
+
+
+def test_hardware_names_the_gpu_else_the_cpu():
+    from poisonlib.results import environment, hardware
+
+    env = environment("cpu")
+    assert hardware(env) == env["cpu"] and "cores" in env["cpu"]
+    assert hardware({**env, "gpu": "NVIDIA H200"}) == "NVIDIA H200"
+    assert hardware({"platform": "Linux"}) == "Linux"  # records written before the cpu field

@@ -19,8 +19,9 @@ def last_layer_view(model: torch.nn.Module, x: torch.Tensor):
     """``(linear, features)`` with ``model(x) == linear(features)``: the last linear layer as a
     :class:`~poisonlib.models.LinearModel` on the penultimate features φ(x) (Thm. 4's split)."""
     phi, last = split_last_layer(model)
+    dev = last.weight.device
     with torch.no_grad():
-        feats = torch.cat([phi(x[i : i + 2048]) for i in range(0, len(x), 2048)]).flatten(1)
+        feats = torch.cat([phi(x[i : i + 2048].to(dev)).cpu() for i in range(0, len(x), 2048)]).flatten(1)
     lin = linear_model(last.weight.detach().cpu(), None if last.bias is None else last.bias.detach().cpu())
     return lin, feats.cpu()
 
@@ -34,6 +35,8 @@ def sanitize(defense: str, model, x, y, task: str, remove_frac: float, *, x_val=
     gradients of every parameter; ``"last"`` only the last linear layer on the model's
     penultimate features (the usual choice for networks, whose full per-example gradient
     matrix does not fit in memory); ``"auto"``: all for linear models, last otherwise.
+    Scores are computed on the device of the model that is scored (the data follow it);
+    the mask is on the CPU.
     """
     check_choice("defense", defense, SANITIZERS)
     check_choice("layer", layer, LAYERS)

@@ -27,14 +27,14 @@ METHODS = ("auto", "exact", "cg")
 
 
 def remove_top(scores: torch.Tensor, frac: float) -> torch.Tensor:
-    """Boolean keep-mask dropping the ``round(frac · n)`` largest ``scores``."""
+    """Boolean keep-mask (on the CPU) dropping the ``round(frac · n)`` largest ``scores``."""
     frac = check_positive("remove_frac", frac, allow_zero=True)
     if frac >= 1:
         raise PoisonlibError(f"remove_frac must be < 1, got {frac}")
     k = int(round(frac * len(scores)))
     keep = torch.ones(len(scores), dtype=torch.bool)
     if k:
-        keep[torch.topk(scores, k).indices] = False
+        keep[torch.topk(scores, k).indices.cpu()] = False
     return keep
 
 
@@ -59,7 +59,9 @@ def inverse_hvp(model, x, y, task: str, v: torch.Tensor, *, l2: float = 0.0, met
 def influence_scores(model, x, y, task: str, x_val, y_val, *, l2: float = 0.0, method: str = "auto", cg_iters: int = 200) -> torch.Tensor:
     """Predicted change ΔL_val(i) of the validation loss when training point i is removed
     (most negative = most harmful). ``model`` must be (near) the minimiser of the mean
-    training loss + l2/2 ‖w‖² on (x, y)."""
+    training loss + l2/2 ‖w‖² on (x, y). The data follow the model's device."""
+    dev = next(model.parameters()).device
+    x, y, x_val, y_val = x.to(dev), y.to(dev), x_val.to(dev), y_val.to(dev)
     g_val = flat(mean_gradient(model, x_val, y_val, task)).double()
     s = inverse_hvp(model, x, y, task, g_val, l2=l2, method=method, cg_iters=cg_iters)
     g = per_example_gradients(model, x, y, task).double()

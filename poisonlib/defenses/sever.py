@@ -20,11 +20,12 @@ from .influence import remove_top
 def sever_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, *, chunk: int = 1024) -> torch.Tensor:
     """Outlier scores s_i = ⟨g_i − ḡ, v⟩² with v the top right singular vector of the centred
     per-example gradient matrix (computed with ``torch.func.vmap``)."""
-    g = per_example_gradients(model, x, y, task, chunk=chunk).double()
+    dev = next(model.parameters()).device  # the data follow the model
+    g = per_example_gradients(model, x.to(dev), y.to(dev), task, chunk=chunk).double()
     g = g - g.mean(dim=0, keepdim=True)
     # top right singular vector via a randomised low-rank SVD (G is n x p, p may be large),
     # seeded so that the scores do not depend on the global random state
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[g.device] if g.is_cuda else []):
         torch.manual_seed(0)
         _, _, v = torch.svd_lowrank(g, q=min(6, min(g.shape)), niter=6)
     return (g @ v[:, 0]) ** 2
