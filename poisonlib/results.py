@@ -36,19 +36,29 @@ def config_hash(config: dict) -> str:
 
 
 def _atomic(path: str, write: Callable[[str], None]) -> str:
-    """Write through a temporary file in the target folder, then rename over ``path``."""
+    """Write through a temporary file in the target folder, then rename over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``mkstemp``'s
+    temporary files are private, 0600)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(obj, path: str) -> str:

@@ -3,7 +3,9 @@
 Opens every page of the built smoke book (the one `make test` builds before pytest runs;
 POISONLIB_SITE checks another build, e.g. `_build/html` after `make book`) in headless
 Chromium through Selenium and fails when a page shows a Python traceback, an error
-output, a figure that did not load, or an unresolved citation / glue / cross-reference.
+output, a figure that did not load, an unresolved citation / glue / cross-reference, or
+a formula MathJax left as raw TeX or could not typeset (the browser has no network: the
+site serves MathJax itself).
 Screenshots of the front page and of a table chapter go to POISONLIB_SCREENSHOTS
 (default `_build/screenshots`).
 
@@ -65,16 +67,26 @@ def browser():
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
 
 
-# What a page shows (its text and rendered elements), read in the browser after it loaded.
+# What a page shows (its text and rendered elements), read in the browser after it loaded
+# and MathJax finished typesetting (or after 20 s, when MathJax did not load at all).
 _INSPECT = """
+const done = arguments[arguments.length - 1];
+const until = Date.now() + 20000;
+const wait = () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) MathJax.startup.promise.then(inspect, inspect);
+  else if (Date.now() < until) setTimeout(wait, 100);
+  else inspect();
+};
+const inspect = () => {
 const text = document.body.innerText;
 const q = s => [...document.querySelectorAll(s)];
-return {
+done({
   article: !!document.querySelector('article.bd-article'),
   text: text,
   tracebacks: q('.output.traceback, .output.error, div.cell_output .traceback').length,
@@ -83,7 +95,13 @@ return {
   tables: q('div.cell_output table.dataframe').length,
   table_labels: q('div.cell_output .poisonlib-profile').length,
   unresolved: q('.xref.std-ref:not(a), span.problematic, .system-message').map(e => e.innerText.slice(0, 80)),
+  math: q('.math').length,
+  typeset: q('mjx-container').length,
+  math_errors: q('mjx-merror').map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 80)),
+  raw_tex: q('.math').filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
+});
 };
+wait();
 """
 
 
@@ -92,7 +110,7 @@ def _open(browser, page):
 
     browser.get(Path(SITE, page).as_uri())
     browser.execute_script("return new Promise(r => document.readyState === 'complete' ? r() : addEventListener('load', () => r()))")
-    seen = browser.execute_script(_INSPECT)
+    seen = browser.execute_async_script(_INSPECT)
     assert seen["article"], f"{page} did not load as a book page: {seen['text'][:200]!r}"
     return seen
 
@@ -104,6 +122,8 @@ def test_page_shows_no_error_and_every_figure_loads(browser, page):
     assert "Traceback (most recent call last)" not in seen["text"], f"{page} shows a Python traceback"
     assert not seen["broken_images"], f"{page}: figures that did not load: {seen['broken_images']}"
     assert not seen["unresolved"], f"{page}: unresolved references: {seen['unresolved']}"
+    assert not seen["raw_tex"], f"{page}: {len(seen['raw_tex'])} formula(s) shown as raw TeX, e.g. {seen['raw_tex'][:3]}"
+    assert not seen["math_errors"], f"{page}: MathJax could not typeset {seen['math_errors'][:3]}"
     for raw in ("{cite}", "{glue", "{ref}", "{numref}", "??"):
         assert raw not in seen["text"], f"{page} shows an unresolved {raw!r}"
     if page.startswith("book/executed/"):  # every table says which profile produced it (figures carry it in the image)
@@ -131,4 +151,5 @@ def test_screenshots_of_the_front_page_and_a_table_chapter(browser):
     table = _screenshot(browser, TABLE_CHAPTER, "table_chapter.png")
     seen = _open(browser, TABLE_CHAPTER)
     assert seen["images"] >= 1 and "profile:" in seen["text"] and "Table 2" in seen["text"]
+    assert _open(browser, "book/intro.html")["typeset"] > 0, "no formula typeset on the front page"
     print(f"screenshots: {intro} {table}")

@@ -57,6 +57,17 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert os.listdir(p.parent) == ["b.json"]
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json({"x": 1}, str(tmp_path / "r.json"))
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("r.json") == mode("plain.json") == 0o644
+
+
 def test_hardware_names_the_gpu_else_the_cpu():
     from poisonlib.results import environment, hardware
 

@@ -83,3 +83,14 @@ def test_footer_shows_the_version_and_every_chapter_its_profile():
         if f.endswith(".html"):
             text = open(os.path.join(chapters, f), encoding="utf-8").read()
             assert re.search(r"profile: (smoke|cpu|paper)", text), f"{f} does not say which profile produced it"
+
+
+def test_math_renderer_is_served_from_the_site_itself():
+    """Formulas render offline: every page loads MathJax from the site's ``_static``, not a CDN."""
+    offsite = []
+    for page in _pages():
+        scripts = [s for s in _parse(page).links if "mathjax" in s.lower()]
+        if any(urlsplit(s).scheme or urlsplit(s).netloc for s in scripts):
+            offsite.append(os.path.relpath(page, SITE))
+    assert not offsite, f"pages loading MathJax from the network: {offsite[:5]}"
+    assert os.path.exists(os.path.join(SITE, "_static", "mathjax", "tex-chtml.js"))
