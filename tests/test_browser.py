@@ -95,7 +95,6 @@ done({
   tables: q('div.cell_output table.dataframe').length,
   table_labels: q('div.cell_output .poisonlib-profile').length,
   unresolved: q('.xref.std-ref:not(a), span.problematic, .system-message').map(e => e.innerText.slice(0, 80)),
-  math: q('.math').length,
   typeset: q('mjx-container').length,
   math_errors: q('mjx-merror').map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 80)),
   raw_tex: q('.math').filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
