@@ -23,12 +23,15 @@ from .experiments import (
     gc_cell,
     get_profile,
     load_for_profile,
+    _eps_w_key,
+    reference_accuracy,
     resolve_eps_d,
     retrain,
 )
 from .attacks.gc import n_poison_points
 from .grads import mixed_gradient_norm
 from .models import model_for
+from .protocols import finite_poisons, get_protocol
 from .results import cached_run
 from .train import evaluate, resolve_device
 
@@ -63,10 +66,10 @@ def _device_of(m) -> torch.device:
     return next(m.parameters()).device
 
 
-def _run(attack, clean, tgt, ds, eps, *, seed, device, progress, options, model=None, train_config=None):
+def _run(attack, clean, tgt, ds, eps, *, seed, device, progress, options, model=None, train_config=None, box=None):
     if attack == "mt":
         options = _mt_options(options, ds, model, eps, train_config, seed)
-    common = dict(box=ds.feature_box, seed=seed, device=device, progress=progress, **options)
+    common = dict(box=box, seed=seed, device=device, progress=progress, **options)
     if attack == "tgda":
         from .attacks.tgda import tgda
 
@@ -85,8 +88,11 @@ def _run(attack, clean, tgt, ds, eps, *, seed, device, progress, options, model=
 
 
 def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, seed: int = 0, profile="cpu", target: str = "gradpc",
-               attack_options: dict | None = None, data_root=None, device="auto", results_dir=None, progress=None):
+               attack_options: dict | None = None, data_root=None, device="auto", results_dir=None, progress=None, protocol="paper"):
     """One baseline-attack cell, uncached: returns ``(metrics, result)``.
+
+    ``protocol`` sets the data view, the clean model, the poisons' admissible set (the
+    pixel box, or none under ``released``) and the retraining, as for GC.
 
     The clean model and target are :func:`~poisonlib.experiments.clean_and_target`'s
     (shared with the GC cells); ``attack_options`` override the profile's settings
@@ -98,21 +104,27 @@ def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, se
     """
     check_choice("attack", attack, ATTACKS)
     prof = get_profile(profile)
+    proto = get_protocol(protocol)
     dev = resolve_device(device)
-    ds = load_for_profile(dataset, prof, data_root)
+    ds = load_for_profile(dataset, prof, data_root, proto)
     clean, tgt, info = clean_and_target(ds, model, eps_w, prof, target=target, data_root=data_root, device=dev, results_dir=results_dir,
-                                        progress=progress)
+                                        progress=progress, protocol=proto)
     eps = resolve_eps_d(eps_d, info)
     opts = {**prof.attack_options(attack, model), **(attack_options or {})}
+    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+    # TGDA and GM obey the protocol's admissible set like GC; KKT and MT search for their points inside the
+    # feature box under both protocols (an unbounded argmax of the loss has no maximiser)
+    box = proto.poison_box(ds) if attack in ("tgda", "gm") else ds.feature_box
     res = _run(attack, clean.to(dev), tgt.to(dev), ds, eps, seed=seed, device=dev, progress=progress, options=opts, model=model,
-               train_config=prof.train_config(model))
-    retrained = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=dev, progress=progress)
+               train_config=tcfg, box=box)
+    retrained = retrain(ds, model, finite_poisons(res.x, f"{attack.upper()} poisons"), res.y, tcfg, seed=seed, device=dev, progress=progress)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
+    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task) if len(res.x) else {"residual": float("nan"), "mixed": float("nan")}
     metrics = {
         **info, "eps_d_requested": eps_d if isinstance(eps_d, str) else float(eps_d), "eps_d": res.eps_d, "n_poison": len(res.x),
-        "n_clean": len(ds.x_train), **cmp, "drop": cmp["retrained_acc"] - info["clean_acc"], "residual_final": norms["residual"],
-        "grad_mixed": norms["mixed"], "attack_config": _jsonable(res.config),
+        "n_clean": len(ds.x_train), **cmp, "reference_acc": ref, "drop": cmp["retrained_acc"] - ref, "residual_final": norms["residual"],
+        "grad_mixed": norms["mixed"], "attack_config": _jsonable(res.config), "protocol": proto.name,
     }
     if len(res.x):
         metrics["poison_range"] = [float(res.x.min()), float(res.x.max())]
@@ -139,10 +151,11 @@ def attack_cell(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, f
     a = dict(bound.arguments)
     prof = get_profile(a["profile"])
     config = dict(
-        dataset=dataset, model=model, eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=a["seed"],
+        dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=a["seed"],
         target=a["target"], profile=prof.cell_config(model, dataset),
         options={**prof.attack_options(attack, model), **(a["attack_options"] or {})},
         data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
+        protocol=get_protocol(a["protocol"]).key(),
     )
     if a["target"] in ("tgda", "labelflip"):
         config[a["target"]] = prof.attack_options(a["target"], model)
@@ -154,7 +167,7 @@ def attack_cell(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, f
 
 
 # --------------------------------------------------------------------------- defenses (Tables 3, 10)
-def defend(defense: str, ds, model: str, x_poison, y_poison, attacked, prof, *, seed: int, device, progress=None) -> dict:
+def defend(defense: str, ds, model: str, x_poison, y_poison, attacked, prof, *, seed: int, device, progress=None, protocol="paper") -> dict:
     """Apply ``defense`` to clean ∪ poisons and retrain; returns ``acc`` (test %), and for the
     sanitisers ``removed`` (points dropped) and ``removed_poisons`` (how many were poisons).
 
@@ -168,10 +181,11 @@ def defend(defense: str, ds, model: str, x_poison, y_poison, attacked, prof, *, 
     x = torch.cat([ds.x_train, x_poison.reshape(-1, *ds.input_shape)])
     y = torch.cat([ds.y_train, y_poison])
     n_p = len(x_poison)
-    tcfg = prof.train_config(model)
+    proto = get_protocol(protocol)
+    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
     if defense == "maxup":
         m = model_for(model, ds, seed=seed)
-        m, _ = maxup_train(m, x, y, ds.task, m=opts.get("maxup_m", 4), sigma=opts.get("maxup_sigma", 0.1), box=ds.feature_box,
+        m, _ = maxup_train(m, x, y, ds.task, m=opts.get("maxup_m", 4), sigma=opts.get("maxup_sigma", 0.1), box=proto.poison_box(ds),
                            **tcfg.as_dict(), device=device, progress=progress)
         return {"acc": 100 * evaluate(m.cpu(), ds.x_test, ds.y_test, ds.task)["accuracy"]}
     keep = sanitize(defense, attacked, x, y, ds.task, n_p / len(x), x_val=ds.x_val, y_val=ds.y_val, l2=opts.get("influence_l2", 0.01))
@@ -185,7 +199,7 @@ def defend(defense: str, ds, model: str, x_poison, y_poison, attacked, prof, *, 
 
 
 def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = False, defenses=("influence", "sever", "maxup"), seed: int = 0,
-                 profile="cpu", data_root=None, device="auto", results_dir=None, progress=None) -> dict:
+                 profile="cpu", data_root=None, device="auto", results_dir=None, progress=None, protocol="paper") -> dict:
     """GC (``clip=False``) or GC-c (``clip=True``: poisons clipped to the clean data's
     per-feature range) at ``eps_d``, then each defense. Metrics: ``clean_acc``, ``attacked_acc``
     and ``drop`` (GC / GC-c), and per defense ``<d>_acc``, ``<d>_drop`` (GC-d / GC-cd:
@@ -195,21 +209,22 @@ def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = 
     for d in defenses:
         check_choice("defense", d, DEFENSES)
     prof = get_profile(profile)
+    proto = get_protocol(protocol)
     dev = resolve_device(device)
     rec = gc_cell(dataset, model, eps_w, eps_d, seed=seed, profile=prof, gc_options={"clip": "range"} if clip else None, data_root=data_root,
-                  device=device, results_dir=results_dir, progress=progress, keep_poisons=True)
+                  device=device, results_dir=results_dir, progress=progress, keep_poisons=True, protocol=proto)
     p = torch.load(rec["poisons"], map_location="cpu", weights_only=False)
-    ds = load_for_profile(dataset, prof, data_root)
+    ds = load_for_profile(dataset, prof, data_root, proto)
     attacked = model_for(model, ds)
     attacked.load_state_dict(p["retrained"])  # the model GC's cell trained on clean ∪ poisons
     attacked.to(dev).eval()
     gm = rec["metrics"]
     out = {k: gm[k] for k in ("clean_acc", "target_acc", "tau2", "tauc", "eps_d", "n_poison", "n_clean")}
-    out.update(attacked_acc=gm["retrained_acc"], drop=gm["drop"], gc_record=rec["config_hash"])
+    out.update(attacked_acc=gm["retrained_acc"], drop=gm["drop"], reference_acc=gm.get("reference_acc", gm["clean_acc"]), gc_record=rec["config_hash"])
     for d in defenses:
-        r = defend(d, ds, model, p["x"], p["y"], attacked, prof, seed=seed, device=dev, progress=progress)
+        r = defend(d, ds, model, p["x"], p["y"], attacked, prof, seed=seed, device=dev, progress=progress, protocol=proto)
         out[f"{d}_acc"] = r["acc"]
-        out[f"{d}_drop"] = r["acc"] - out["clean_acc"]
+        out[f"{d}_drop"] = r["acc"] - out["reference_acc"]
         out[f"{d}_recovered"] = r["acc"] - out["attacked_acc"]
         if "removed" in r:
             out[f"{d}_removed"], out[f"{d}_removed_poisons"] = r["removed"], r["removed_poisons"]
@@ -217,17 +232,18 @@ def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = 
 
 
 def defense_cell(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = False, seed: int = 0, profile="cpu", data_root=None,
-                 device="auto", results_dir=None, force: bool = False, progress=None) -> dict:
+                 device="auto", results_dir=None, force: bool = False, progress=None, protocol="paper") -> dict:
     """:func:`run_defenses` (all three defenses) cached as experiment ``"defense"``."""
     prof = get_profile(profile)
+    proto = get_protocol(protocol)
     if isinstance(eps_d, str):
         raise PoisonlibError(f"defense cells take a numeric eps_d, got {eps_d!r}")
-    config = dict(dataset=dataset, model=model, eps_w=float(eps_w), eps_d=float(eps_d), clip=bool(clip), seed=seed,
+    config = dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=float(eps_d), clip=bool(clip), seed=seed,
                   profile=prof.cell_config(model, dataset), options=prof.attack_options("defense", model),
-                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)))
+                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=proto.key())
 
     def compute():
         return run_defenses(dataset, model, eps_w, eps_d, clip=clip, seed=seed, profile=prof, data_root=data_root, device=device,
-                            results_dir=results_dir, progress=progress)
+                            results_dir=results_dir, progress=progress, protocol=proto)
 
     return cached_run("defense", config, compute, results_dir=results_dir, force=force, device=config["device"])

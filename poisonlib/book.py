@@ -160,16 +160,25 @@ def build_book(
     path_output: str | None = None,
     root: str | None = None,
     force: bool = False,
+    protocol: str = "both",
 ) -> str | None:
     """Execute the notebooks at ``profile`` and build the HTML; returns the path of ``index.html``.
+
+    ``protocol`` (``"paper"``, ``"released"`` or ``"both"``) becomes each chapter's
+    ``protocols`` parameter: the protocols its tables show side by side (the first one
+    also drives its figures).
 
     A chapter whose executed notebook carries the same :func:`cache_key` (same source,
     parameters and package code) is not re-run unless ``force``."""
     from .experiments import PROFILES
 
+    from .protocols import PROTOCOLS
+
     check_choice("profile", profile, PROFILES)
+    check_choice("protocol", protocol, [*PROTOCOLS, "both"])
     root = find_root(root)
-    params = {"profile": profile, "device": device, "data_root": data_root}
+    params = {"profile": profile, "device": device, "data_root": data_root,
+              "protocols": list(PROTOCOLS) if protocol == "both" else [protocol]}
     env_before = dict(os.environ)
     os.environ.update(_kernel_env(root))
     digest = _package_digest()

@@ -66,6 +66,17 @@ def _add_common(p, *, eps_w_default=None):
                    help="GradPC budget: L2 radius of the parameter change" + (f" (default {eps_w_default})" if eps_w_default else ""))
     p.add_argument("--eps-w-norm", default="absolute", choices=["absolute", "relative"],
                    help="absolute radius eps_w (default, as the authors' code) or eps_w * ||w_clean||")
+    _add_protocol(p)
+
+
+def _add_protocol(p, both: bool = False):
+    from .protocols import PROTOCOLS
+
+    choices = sorted(PROTOCOLS) + (["both"] if both else [])
+    p.add_argument("--protocol", default="both" if both else "paper", choices=choices,
+                   help="paper: the text (pixel box, all parameters, App. C.1's NN); released: the authors' code (normalised "
+                   "inputs, unbounded GC on the first tensor, NN 784-128-10, their clean model and step budget)"
+                   + ("; both (default): each" if both else " (default: paper)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--sources-only", action="store_true",
                       help="only write the chapters as unexecuted notebooks into book/executed (what the Binder launch buttons open)")
     book.add_argument("--force", action="store_true", help="re-execute chapters even when their source, parameters and poisonlib's code are unchanged")
+    _add_protocol(book, both=True)
 
     from .runner import list_experiments
 
@@ -136,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the seeds of the attack cells (GC, baselines, defenses)")
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    _add_protocol(run)
 
     rep = sub.add_parser("report", help="every number of the paper's Tables 1-10 beside ours, with verdicts",
                          description="Load (or run, where missing) every table's grid at a profile, print a summary of the verdicts "
@@ -144,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     rep.add_argument("--data-root", default=None, help="folder with the full datasets (paper profile, CIFAR-10, TinyImageNet)")
     rep.add_argument("--all", action="store_true", help="print every entry, not only the summary")
+    _add_protocol(rep, both=True)
 
     sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
     return parser
@@ -178,7 +192,7 @@ def cmd_attack_baseline(args) -> int:
     _check_out(args.out)
     t0 = time.perf_counter()
     metrics, res = run_attack(args.dataset, args.model, args.eps_w, args.eps_d, args.attack, seed=args.seed, profile=args.profile,
-                              target=args.target, data_root=args.data_root, device=args.device)
+                              target=args.target, data_root=args.data_root, device=args.device, protocol=args.protocol)
     config = {k: v for k, v in vars(args).items() if k not in ("command", "out")}
     record = {"experiment": f"attack-{args.attack}", "config": config, "seed": args.seed, "metrics": metrics,
               "environment": environment(args.device), "git_commit": git_commit(), "wall_time_s": round(time.perf_counter() - t0, 3)}
@@ -204,6 +218,7 @@ def cmd_attack_gc(args) -> int:
     metrics, res, target, ds = run_gc(
         args.dataset, args.model, args.eps_w, args.eps_d, seed=args.seed, profile=args.profile, target=args.target,
         eps_w_norm=args.eps_w_norm, gc_epochs=args.epochs, gc_options=opts, data_root=args.data_root, device=args.device,
+        protocol=args.protocol,
     )
     config = {k: v for k, v in vars(args).items() if k not in ("command", "attack", "out")}
     record = {"experiment": "attack-gc", "config": config, "seed": args.seed, "metrics": metrics, "environment": environment(args.device),
@@ -258,12 +273,13 @@ def cmd_tau(args) -> int:
     from .theory import tau_model
     from .train import evaluate
 
-    ds = load_for_profile(args.dataset, args.profile, args.data_root)
+    ds = load_for_profile(args.dataset, args.profile, args.data_root, args.protocol)
     if args.checkpoint:
         model = _load_checkpoint(model_for(args.model, ds), args.checkpoint, args.model)
         source = args.checkpoint
     else:
-        _, model, _ = clean_and_target(ds, args.model, args.eps_w, args.profile, eps_w_norm=args.eps_w_norm, data_root=args.data_root, device=args.device)
+        _, model, _ = clean_and_target(ds, args.model, args.eps_w, args.profile, eps_w_norm=args.eps_w_norm, data_root=args.data_root,
+                                       device=args.device, protocol=args.protocol)
         source = f"GradPC target, eps_w={args.eps_w:g} ({args.eps_w_norm}), profile {args.profile}"
     t = tau_model(model, ds.x_train, ds.y_train, ds.task)
     out = {"dataset": ds.name, "model": args.model, "model_source": source, "tau2": t["tau2"], "tauc": t["tauc"], "c": t["c"],
@@ -280,11 +296,11 @@ def cmd_book(args) -> int:
         print(f"wrote {len(written)} notebook(s) into book/executed (existing ones kept)")
         return 0
     build_book(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only,
-               build=not args.no_build, path_output=args.path_output, root=args.root, force=args.force)
+               build=not args.no_build, path_output=args.path_output, root=args.root, force=args.force, protocol=args.protocol)
     return 0
 
 
-_RUN_COLUMNS = ("status", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc",
+_RUN_COLUMNS = ("status", "protocol", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc",
                 "target_acc", "tau2", "n_poison", "retrained_acc", "drop", "attacked_acc", "influence_drop", "sever_drop", "maxup_drop",
                 "grad_mixed", "wall_time_s", "reason")
 
@@ -300,7 +316,7 @@ def cmd_run(args) -> int:
     if args.csv and os.path.isdir(args.csv):
         raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
     exp = get_experiment(args.experiment)
-    cells = exp.cells(get_profile(args.profile))
+    cells = [dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(get_profile(args.profile))]
     if args.seeds is not None:
         cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind != "target" else c for c in cells for s in args.seeds))
     rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells)
@@ -325,13 +341,16 @@ def cmd_report(args) -> int:
 
     from . import reproduction
 
-    rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device)
-    es = reproduction.entries(rows, args.profile)
+    protocols = ["paper", "released"] if args.protocol == "both" else [args.protocol]
+    es = []
+    for proto in protocols:
+        rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device, protocol=proto)
+        es += reproduction.entries(rows, args.profile, proto)
     cl = reproduction.claims(es)
     csv, js = reproduction.write(es, cl)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
         if args.all:
-            print(pd.DataFrame(es)[["table", "entry", "paper", "ours", "ours_std", "delta", "verdict", "note"]].to_string(index=False))
+            print(pd.DataFrame(es)[["protocol", "table", "entry", "paper", "ours", "ours_std", "delta", "verdict", "note"]].to_string(index=False))
         print(reproduction.summary(es).to_string())
         print()
         print(pd.DataFrame(cl).to_string(index=False))

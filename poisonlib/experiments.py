@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -34,14 +34,49 @@ from .attacks.gc import gradient_canceling
 from .attacks.gradpc import gradpc, randompc
 from .grads import global_norm, mixed_gradient_norm
 from .models import model_for
+from .protocols import Protocol, finite_poisons, get_protocol
 from .results import atomic_torch_save, cached_run, config_hash, default_results_dir
 from .theory import tau_model
 from .train import TrainConfig, evaluate, resolve_device, train
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """Per-model cuts of a profile (``None``: the profile's default / no cap)."""
+
+    gc_epochs: int | None = None
+    seeds: tuple | None = None
+    max_poisons: int | None = None  # largest GC poison set run
+    baseline_max_poisons: int | None = None  # largest baseline / defense poison set run (default: max_poisons)
+
+
+#: Options a profile may set per baseline: the callee's keywords (validated when the profile is built).
+def _attack_keywords(attack: str) -> set:
+    from . import attacks
+
+    fn = {"tgda": attacks.tgda, "gm": attacks.gradient_matching, "kkt": attacks.kkt_attack, "mt": attacks.model_targeted,
+          "labelflip": attacks.label_flip_target}[attack]
+    fixed = {"model", "target", "x_clean", "y_clean", "task", "eps_d", "box", "seed", "device", "progress", "x_val", "y_val", "fit"}
+    extra = {"mt": {"max_rounds", "train_epochs"}}.get(attack, set())  # consumed by baselines._mt_options
+    return (set(inspect.signature(fn).parameters) - fixed) | extra
+
+
+DEFENSE_OPTIONS = {"maxup_m", "maxup_sigma", "influence_l2"}
+BASELINE_KINDS = ("tgda", "gm", "kkt", "mt", "labelflip", "defense")
+
+
+@dataclass(frozen=True)
 class Profile:
-    """How big an experiment runs: data, training, GC steps and seeds."""
+    """How big an experiment runs: data, training, GC steps and seeds.
+
+    ``limits`` maps a model to its :class:`ModelLimits`; ``baselines`` maps an attack
+    (``tgda, gm, kkt, mt, labelflip``) or ``defense`` to ``{model or "default": options}``,
+    each option a keyword of that attack (checked when the profile is built, so a mistyped
+    key fails at once), plus ``paper_only``: ``{model: (attacks left to the full grid)}``.
+    ``full_grids`` runs the parts of the grids that only a GPU affords (ResNets, CNN w/2,
+    NN/CNN at every ε_w of Fig. 3, NN baselines and defenses at every ε_d, the CNN rows of
+    Tables 7 and 9); smaller profiles list those cells as not run, with the reason.
+    """
 
     name: str
     description: str
@@ -56,6 +91,32 @@ class Profile:
     limits: dict = field(default_factory=dict)  # model -> {"gc_epochs", "seeds", "max_poisons"} overriding the above
     gc_batch_size: dict = field(default_factory=dict)  # dataset -> GC mini-batch size (default: full batch)
     baselines: dict = field(default_factory=dict)  # attack or "defense" -> {model or "default": options}
+    full_grids: bool = False
+
+    def __post_init__(self):
+        lims = {}
+        for model, lim in self.limits.items():
+            try:
+                lims[model] = lim if isinstance(lim, ModelLimits) else ModelLimits(**lim)
+            except TypeError:
+                allowed = ", ".join(f.name for f in fields(ModelLimits))
+                raise PoisonlibError(f"profile {self.name!r}: limits for {model!r} have an unknown key in {sorted(lim)}; allowed: {allowed}") from None
+        object.__setattr__(self, "limits", lims)
+        for kind, per_model in self.baselines.items():
+            if kind == "paper_only":
+                for model, names in per_model.items():
+                    bad = [n for n in names if n not in BASELINE_KINDS]
+                    if bad:
+                        raise PoisonlibError(f"profile {self.name!r}: paper_only[{model!r}] names unknown attack(s) {bad}; allowed: {', '.join(BASELINE_KINDS)}")
+                continue
+            if kind not in BASELINE_KINDS:
+                raise PoisonlibError(f"profile {self.name!r}: unknown baseline {kind!r}; allowed: {', '.join(BASELINE_KINDS)}, paper_only")
+            allowed = DEFENSE_OPTIONS if kind == "defense" else _attack_keywords(kind)
+            for model, opts in per_model.items():
+                bad = sorted(set(opts) - allowed)
+                if bad:
+                    raise PoisonlibError(f"profile {self.name!r}: {kind} options for {model!r} have unknown key(s) {bad}; "
+                                         f"allowed: {', '.join(sorted(allowed))}")
 
     def attack_options(self, attack: str, model: str) -> dict:
         """Settings of a baseline ``attack`` (``tgda, gm, kkt, mt``, or ``defense``) for ``model``."""
@@ -69,19 +130,26 @@ class Profile:
     def train_config(self, model: str) -> TrainConfig:
         return self.train.get(model, self.train["default"])
 
+    def _limits(self, model: str) -> ModelLimits:
+        return self.limits.get(model, ModelLimits())
+
     def gc_epochs_for(self, model: str) -> int:
         """GC steps (epochs) of a ``model`` cell at this profile."""
-        return self.limits.get(model, {}).get("gc_epochs", self.gc_epochs)
+        lim = self._limits(model).gc_epochs
+        return self.gc_epochs if lim is None else lim
 
     def seeds_for(self, model: str) -> tuple:
         """Seeds of a ``model`` cell at this profile."""
-        return tuple(self.limits.get(model, {}).get("seeds", self.seeds))
+        lim = self._limits(model).seeds
+        return tuple(self.seeds if lim is None else lim)
 
     def max_poisons(self, model: str, kind: str = "gc") -> int | None:
         """Largest poison set a ``model`` cell of ``kind`` (``gc``, or ``attack`` / ``defense``,
         capped by ``baseline_max_poisons`` where given) runs at this profile (``None``: no cap)."""
-        lim = self.limits.get(model, {})
-        return lim.get("baseline_max_poisons", lim.get("max_poisons")) if kind in ("attack", "defense") else lim.get("max_poisons")
+        lim = self._limits(model)
+        if kind in ("attack", "defense") and lim.baseline_max_poisons is not None:
+            return lim.baseline_max_poisons
+        return lim.max_poisons
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -170,6 +238,7 @@ PROFILES = {
         gc_epochs=1000,
         seeds=(0, 1, 2),
         gc_batch_size={"cifar10": 1000, "tinyimagenet": 1000},
+        full_grids=True,
         baselines={
             "tgda": {"default": dict(epochs=200, leader_lr=0.01, follower_steps=20, cg_iters=16)},
             "gm": {"default": dict(steps=250, lr=0.1, restarts=8)},
@@ -189,21 +258,24 @@ def get_profile(profile: str | Profile) -> Profile:
     return PROFILES[check_choice("profile", profile, PROFILES)]
 
 
-def load_for_profile(dataset: str, profile: str | Profile, data_root: str | None = None):
-    """Load ``dataset`` as the profile asks (subset for smoke; full data for paper)."""
+def load_for_profile(dataset: str, profile: str | Profile, data_root: str | None = None, protocol: str | Protocol = "paper"):
+    """Load ``dataset`` as the profile asks (subset for smoke; full data for paper), seen
+    through ``protocol`` (normalised inputs and the NN architecture of the released code)."""
     prof = get_profile(profile)
+    proto = get_protocol(protocol)
     if data_root is None and dataset in ("cifar10", "tinyimagenet"):
         raise PoisonlibError(f"dataset {dataset!r} has no embedded copy: pass data_root (--data-root) with it under it (profile {prof.name!r})")
     if prof.needs_data_root and data_root is None and dataset in ("mnist", "mnist17"):
         raise PoisonlibError(f"profile {prof.name!r} uses the full {dataset} dataset: pass data_root (--data-root) with MNIST under it")
-    return data_mod.load_dataset(dataset, data_root=data_root, n_train=prof.n_train)
+    return proto.prepare(data_mod.load_dataset(dataset, data_root=data_root, n_train=prof.n_train))
 
 
 TARGETS = ("gradpc", "randompc", "labelflip", "tgda")
 
 
 def _data_key(ds, data_root) -> dict:
-    return {"dataset": ds.name, "data": "embedded" if data_root is None else "full", "n_train": len(ds.x_train)}
+    """What the data (as a protocol sees it) contributes to a cached model's key."""
+    return {"dataset": ds.name, "data": "embedded" if data_root is None else "full", "n_train": len(ds.x_train), **ds.info.get("view", {})}
 
 
 def clean_and_target(
@@ -221,8 +293,12 @@ def clean_and_target(
     device: str = "auto",
     results_dir: str | None = None,
     progress: bool | None = None,
+    protocol: str | Protocol = "paper",
 ):
     """Train the clean model and corrupt it into the target; both cached under ``results/models``.
+
+    ``ds`` is the dataset as ``protocol`` prepared it (:func:`load_for_profile`); the
+    protocol also sets how the clean model is trained (:meth:`Protocol.clean_config`).
 
     ``target``: ``"gradpc"`` or ``"randompc"`` (with ``noise``, see
     :func:`~poisonlib.attacks.gradpc.randompc`), both at radius ``eps_w``;
@@ -238,17 +314,21 @@ def clean_and_target(
     """
     prof = get_profile(profile)
     check_choice("target", target, TARGETS)
-    eps_w = check_positive("eps_w", eps_w)
+    eps_w = resolve_eps_w(eps_w, target)
     scale = check_positive("scale", scale)
-    tcfg = prof.train_config(model)
+    proto = get_protocol(protocol)
+    tcfg = proto.clean_config(model, prof.train_config(model))
     key = dict(
         kind="target", **_data_key(ds, data_root), model=model, target=target, eps_w=eps_w, eps_w_norm=eps_w_norm,
         target_seed=target_seed, train=tcfg.as_dict(), gradpc_batch_size=prof.gradpc_batch_size,
     )
     if target == "randompc":
         key["noise"] = noise
+    if eps_w == CALIBRATED:
+        key["calibration"] = calibration_request(ds.name, model)
     if target in ("tgda", "labelflip"):
         key[target] = prof.attack_options(target, model)
+        key["protocol"] = proto.key()  # these targets are made by poisoning and retraining
     if scale != 1.0:
         key["scale"] = scale
     path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
@@ -259,19 +339,21 @@ def clean_and_target(
         tgt.load_state_dict(state["target"])
         return clean.eval(), tgt.eval(), {**state["info"], "n_train": len(ds.x_train)}
     clean = clean_model(ds, model, tcfg, seed=target_seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
-    if target == "gradpc":
+    if eps_w == CALIBRATED:
+        tgt, pc = _calibrated_target(ds, model, clean, key["calibration"], eps_w_norm, prof, target_seed, device, progress)
+    elif target == "gradpc":
         tgt, pc = gradpc(clean, ds.x_train, ds.y_train, ds.task, eps_w, norm=eps_w_norm, batch_size=prof.gradpc_batch_size, seed=target_seed, device=device, progress=progress)
     elif target == "randompc":
         tgt, pc = randompc(clean, eps_w, noise=noise, norm=eps_w_norm, seed=target_seed)
     else:
-        tgt, pc = _attack_target(ds, model, clean, target, eps_w, prof, seed=target_seed, device=device, progress=progress)
+        tgt, pc = _attack_target(ds, model, clean, target, eps_w, prof, proto, seed=target_seed, device=device, progress=progress)
     clean, tgt = clean.cpu(), tgt.cpu()
     if scale != 1.0:
         scale_last_layer(tgt, scale)
     info = {
         "clean_acc": 100 * evaluate(clean, ds.x_test, ds.y_test, ds.task)["accuracy"],
         "target_acc": 100 * evaluate(tgt, ds.x_test, ds.y_test, ds.task)["accuracy"],
-        **{k: v for k, v in pc.items() if k in ("delta_norm", "radius", "label_flip", "tgda_eps_d")},
+        **{k: v for k, v in pc.items() if k in ("delta_norm", "radius", "label_flip", "tgda_eps_d", "eps_w_calibrated", "calibration")},
         **{k: v for k, v in tau_model(tgt, ds.x_train, ds.y_train, ds.task).items()},
     }
     info["target_drop"] = info["target_acc"] - info["clean_acc"]
@@ -280,20 +362,56 @@ def clean_and_target(
     return clean.eval(), tgt.eval(), info
 
 
-def _attack_target(ds, model, clean, target, strength, prof, *, seed, device, progress):
+#: ``eps_w`` value that asks for the calibrated GradPC radius (App. C.1 chose ε_w on validation data).
+CALIBRATED = "calibrated"
+
+
+def resolve_eps_w(eps_w, target: str = "gradpc"):
+    """A positive radius, or ``"calibrated"`` (GradPC targets only)."""
+    if eps_w == CALIBRATED:
+        if target != "gradpc":
+            raise PoisonlibError(f"eps_w='calibrated' is for GradPC targets, not target {target!r}")
+        return CALIBRATED
+    return check_positive("eps_w", eps_w)
+
+
+def calibration_request(dataset: str, model: str, tol: float = 0.5) -> dict:
+    """What a calibrated target aims at: the paper's GradPC drop of that row (Table 2 for MNIST
+    and the larger datasets, Table 7 for MNIST-17), reached on the validation split within ``tol``."""
+    from . import paper
+
+    table = 7 if dataset == "mnist17" else 2
+    return {"table": table, "target_drop": paper.gradpc_target_drop(table, dataset, model), "tol": tol, "lo": 0.01, "hi": 10.0}
+
+
+def _calibrated_target(ds, model, clean, req, norm, prof, seed, device, progress):
+    """GradPC at the radius whose target loses the paper's drop on the validation split (never the test split)."""
+    from .attacks.gradpc import calibrate_eps_w
+
+    cal = calibrate_eps_w(clean, ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.task, req["target_drop"], lo=req["lo"], hi=req["hi"],
+                          tol=req["tol"], norm=norm, on_unreachable="closest", batch_size=prof.gradpc_batch_size, seed=seed, device=device,
+                          progress=progress)
+    rec = cal.record
+    keep = ("target_drop", "val_drop", "tolerance_met", "reachable", "gradpc_runs", "iterations", "stop")
+    return cal.target, {"delta_norm": rec.get("delta_norm", float("nan")), "radius": cal.eps_w, "eps_w_calibrated": cal.eps_w,
+                        "calibration": {k: rec[k] for k in keep if k in rec}}
+
+
+def _attack_target(ds, model, clean, target, strength, prof, proto, *, seed, device, progress):
     """Targets made by data poisoning rather than parameter corruption (Tables 6, 9)."""
     if target == "labelflip":
         from .attacks.labelflip import label_flip_target
 
-        tgt, lf = label_flip_target(ds, strength, model=model, train_config=prof.train_config(model), seed=seed, device=device, progress=progress,
+        tgt, lf = label_flip_target(ds, strength, model=model, train_config=proto.retrain_config(model, prof.train_config(model), len(ds.x_train)), seed=seed, device=device, progress=progress,
                                     **prof.attack_options("labelflip", model))
         extra = {"label_flip": {k: v for k, v in lf.items() if k != "candidates"}}
     else:
         from .attacks.tgda import tgda
 
-        res = tgda(clean, ds.x_train, ds.y_train, ds.task, strength, x_val=ds.x_val, y_val=ds.y_val, box=ds.feature_box, seed=seed,
+        res = tgda(clean, ds.x_train, ds.y_train, ds.task, strength, x_val=ds.x_val, y_val=ds.y_val, box=proto.poison_box(ds), seed=seed,
                    device=device, progress=progress, **prof.attack_options("tgda", model))
-        tgt = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=device, progress=progress)
+        tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+        tgt = retrain(ds, model, finite_poisons(res.x, "TGDA poisons"), res.y, tcfg, seed=seed, device=device, progress=progress)
         extra = {"tgda_eps_d": res.eps_d}
     tgt = tgt.cpu()
     w_c = torch.cat([p.detach().reshape(-1).cpu() for p in clean.parameters()])
@@ -327,32 +445,42 @@ def scale_last_layer(model: torch.nn.Module, factor: float) -> torch.nn.Module:
 
 
 def target_cell(dataset: str, model: str, eps_w: float, profile="cpu", *, target="gradpc", noise="parameter", scale=1.0, seed=0,
-                eps_w_norm="absolute", data_root=None, device="auto", results_dir=None, force=False, progress=None) -> dict:
+                eps_w_norm="absolute", data_root=None, device="auto", results_dir=None, force=False, progress=None,
+                protocol: str | Protocol = "paper") -> dict:
     """Clean model and target as a record of the results store (experiment ``"target"``): the
     Table 1 / 5 numbers (clean and target accuracy, drop, ‖δ‖, τ(2), τ(c)) with provenance.
     ``seed`` seeds the clean model and the corruption (GC cells use seed 0's target)."""
     prof = get_profile(profile)
-    config = dict(dataset=dataset, model=model, eps_w=float(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
+    proto = get_protocol(protocol)
+    config = dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
                   noise=noise if target == "randompc" else None, profile=prof.cell_config(model), **({"seed": seed} if seed else {}),
-                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)))
+                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=proto.key())
     if target in ("tgda", "labelflip"):
         config[target] = prof.attack_options(target, model)
 
     def compute():
-        ds = load_for_profile(dataset, prof, data_root)
+        ds = load_for_profile(dataset, prof, data_root, proto)
         _, _, info = clean_and_target(ds, model, eps_w, prof, target=target, noise=noise, scale=scale, eps_w_norm=eps_w_norm,
-                                      target_seed=seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
+                                      target_seed=seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress,
+                                      protocol=proto)
         return dict(info)
 
     return cached_run("target", config, compute, results_dir=results_dir, force=force, device=config["device"])
 
 
-def retrain(ds, model: str, x_poison, y_poison, train_config: TrainConfig, *, seed: int, device="auto", progress=None, **model_kwargs):
-    """A fresh model trained from scratch on clean ∪ poisons (the evaluation of Sec. 5)."""
-    x = torch.cat([ds.x_train, x_poison.reshape(-1, *ds.input_shape)])
+def retrain(ds, model: str, x_poison, y_poison, train_config: TrainConfig, *, seed: int, device="auto", progress=None,
+            per_epoch: bool = False, **model_kwargs):
+    """A fresh model trained from scratch on clean ∪ poisons (the evaluation of Sec. 5).
+
+    With ``per_epoch`` it returns ``(model, accuracies)``: the test accuracy (%) after every
+    epoch, which the released script prints (its minimum is reported beside the last)."""
+    x = torch.cat([ds.x_train, finite_poisons(x_poison).reshape(-1, *ds.input_shape)])
     y = torch.cat([ds.y_train, y_poison])
     m = model_for(model, ds, seed=seed, **model_kwargs)
-    m, _ = train(m, x, y, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="retrain")
+    val = dict(x_val=ds.x_test, y_val=ds.y_test) if per_epoch else {}
+    m, hist = train(m, x, y, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="retrain", **val)
+    if per_epoch:
+        return m.cpu(), [100 * a for a in hist.get("val_accuracy", [])]
     return m.cpu()
 
 
@@ -456,8 +584,13 @@ def run_gc(
     results_dir: str | None = None,
     progress: bool | None = None,
     checkpoint: str | None = None,
+    protocol: str | Protocol = "paper",
 ):
     """One GC cell, uncached: returns ``(metrics, gc_result, target_model, dataset)``.
+
+    ``protocol`` (``"paper"`` or ``"released"``, or a :class:`~poisonlib.protocols.Protocol`)
+    fixes the data view, the clean model, GC's objective and optimiser, the admissible
+    set and the retraining (see :mod:`poisonlib.protocols`); ``gc_options`` override it.
 
     ``checkpoint``: file where GC saves its state every 100 epochs and resumes from
     (identical results on CPU); :func:`gc_cell` manages one per cell.
@@ -474,20 +607,25 @@ def run_gc(
     and ``gc_residual_curve``.
     """
     prof = get_profile(profile)
+    proto = get_protocol(protocol)
     dev = resolve_device(device)
-    ds = load_for_profile(dataset, prof, data_root)
+    ds = load_for_profile(dataset, prof, data_root, proto)
     _, tgt, info = clean_and_target(
         ds, model, eps_w, prof, target=target, eps_w_norm=eps_w_norm, scale=scale, data_root=data_root, device=dev, results_dir=results_dir,
-        progress=progress,
+        progress=progress, protocol=proto,
     )
     eps = resolve_eps_d(eps_d, info)
-    opts = {"batch_size": prof.gc_batch_size.get(dataset), **(gc_options or {})}
+    opts = {"batch_size": prof.gc_batch_size.get(dataset), **proto.gc_options(), **(gc_options or {})}
     res = gradient_canceling(
         tgt, ds.x_train, ds.y_train, ds.task, eps, epochs=prof.gc_epochs_for(model) if gc_epochs is None else gc_epochs,
         box=ds.feature_box, seed=seed, device=dev, progress=progress, checkpoint=checkpoint, **opts,
     )
-    retrained = retrain(ds, model, res.x, res.y, prof.train_config(model), seed=seed, device=dev, progress=progress)
+    finite_poisons(res.x, "GC poisons")
+    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+    out = retrain(ds, model, res.x, res.y, tcfg, seed=seed, device=dev, progress=progress, per_epoch=proto.per_epoch_eval)
+    retrained, per_epoch = out if proto.per_epoch_eval else (out, [])
     res.retrained = retrained
+    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task)
     metrics = {
@@ -497,15 +635,37 @@ def run_gc(
         "n_poison": res.n_poison,
         "n_clean": len(ds.x_train),
         **cmp,
-        "drop": cmp["retrained_acc"] - info["clean_acc"],
+        "reference_acc": ref,
+        "drop": cmp["retrained_acc"] - ref,
         "residual_initial": res.history["initial_residual"],
         "residual_final": norms["residual"],
         "grad_mixed": norms["mixed"],
         "gc_residual_curve": [round(v, 6) for v in res.history["residual"]],
         "poison_range": [float(res.x.min()), float(res.x.max())],
+        "poison_norm_mean": float(res.x.flatten(1).norm(dim=1).mean()),
+        "retrained_acc_min_epoch": min(per_epoch) if per_epoch else float("nan"),
+        "drop_min_epoch": min(per_epoch) - ref if per_epoch else float("nan"),
+        "retrain_steps": _steps(len(ds.x_train) + res.n_poison, tcfg),
+        "protocol": proto.name,
         "examples": poison_examples(res, ds),
     }
     return metrics, res, tgt.cpu(), ds
+
+
+def reference_accuracy(ds, model: str, retrain_config: TrainConfig, clean_config: TrainConfig, info: dict, *, seed: int, device="auto") -> float:
+    """The accuracy a drop is measured from: the clean model's when it was trained like the
+    retrained one (the ``paper`` protocol), else a model retrained on the clean data alone
+    with the retraining protocol and seed (``released``: the clean model of the GradPC
+    script gets one epoch of Adadelta, retraining 100 epochs of SGD)."""
+    if retrain_config == clean_config:
+        return info["clean_acc"]
+    m = retrain(ds, model, ds.x_train[:0], ds.y_train[:0], retrain_config, seed=seed, device=device, progress=False)
+    return 100 * evaluate(m, ds.x_test, ds.y_test, ds.task)["accuracy"]
+
+
+def _steps(n: int, cfg: TrainConfig) -> int:
+    """Optimiser steps of a training run over ``n`` points."""
+    return cfg.epochs * (1 if cfg.batch_size is None else math.ceil(n / min(cfg.batch_size, n)))
 
 
 def poison_examples(res, ds, k: int = 8) -> dict:
@@ -539,9 +699,10 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     if a["target"] in ("tgda", "labelflip"):
         config[a["target"]] = prof.attack_options(a["target"], model)
     config.update(
-        eps_w=float(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
+        eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
         gc_options=a["gc_options"] or {},
         data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
+        protocol=get_protocol(a["protocol"]).key(),
     )
 
     root = results_dir or default_results_dir()
@@ -564,6 +725,10 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     if os.path.exists(ckpt):  # the record is written: an interrupted run no longer needs it
         os.remove(ckpt)
     return rec
+
+
+def _eps_w_key(eps_w):
+    return eps_w if eps_w == CALIBRATED else float(eps_w)
 
 
 def summarize(values) -> tuple[float, float]:

@@ -61,6 +61,8 @@ def model_for(name: str, dataset, *, seed: int | None = None, **kwargs) -> nn.Mo
         raise PoisonlibError(f"model 'linreg' needs a regression dataset; {dataset.name!r} is {dataset.task}")
     if name != "linreg" and dataset.task == "regression":
         raise PoisonlibError(f"dataset {dataset.name!r} is a regression task; use model 'linreg', not {name!r}")
+    # a protocol's view of the data may fix an architecture (the released code's NN): see poisonlib.protocols
+    kwargs = {**dataset.info.get("model_options", {}).get(name, {}), **kwargs}
     return build_model(name, dataset.input_shape, dataset.num_outputs, seed=seed, **kwargs)
 
 
@@ -107,16 +109,15 @@ def linear_regression(input_shape, num_outputs=1, bias: bool = True):
 
 
 @register_model("nn")
-def mlp(input_shape, num_outputs, hidden: int = 784, negative_slope: float = 0.2):
+def mlp(input_shape, num_outputs, hidden: int = 784, negative_slope: float = 0.2, depth: int = 2):
+    """``depth`` hidden layers of width ``hidden``: App. C.1's 784-784-784-10 LeakyReLU(0.2) by
+    default; ``hidden=128, depth=1, negative_slope=0`` is the released code's 784-128-10 ReLU."""
     d = _numel(input_shape)
-    layers = [
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(d, hidden)),
-        ("act1", nn.LeakyReLU(negative_slope)),
-        ("fc2", nn.Linear(hidden, hidden)),
-        ("act2", nn.LeakyReLU(negative_slope)),
-        ("fc3", nn.Linear(hidden, num_outputs)),
-    ]
+    layers = [("flatten", nn.Flatten())]
+    for i in range(1, depth + 1):
+        act = nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU()
+        layers += [(f"fc{i}", nn.Linear(d if i == 1 else hidden, hidden)), (f"act{i}", act)]
+    layers.append((f"fc{depth + 1}", nn.Linear(hidden, num_outputs)))
     return nn.Sequential(OrderedDict(layers))
 
 

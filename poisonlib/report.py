@@ -38,15 +38,36 @@ def eps_label(eps) -> str:
 
 
 def verdict(ours: float, reported: float | None, tol: float = TOLERANCE) -> str:
-    """*reproduced* (within ``tol`` points), *qualitatively* (same sign, at least half
-    the size), *not reproduced*, or *no paper value*."""
+    """*reproduced* (within ``tol`` points **and of the paper's sign**: a drop of −1.5 is not
+    a −0.4 rise, nor is 0), *qualitatively* (same sign, at least half the size), *not
+    reproduced*, or *no paper value*."""
     if reported is None or ours is None or (isinstance(ours, float) and math.isnan(ours)):
         return "no paper value" if reported is None else "not run at this profile"
-    if abs(ours - reported) <= tol:
+    same_sign = ours * reported > 0 or ours == reported == 0
+    if abs(ours - reported) <= tol and same_sign:
         return "reproduced"
-    if ours * reported > 0 and abs(ours) >= abs(reported) / 2:
+    if same_sign and abs(ours) >= abs(reported) / 2:
         return "qualitatively"
     return "not reproduced"
+
+
+def by_protocol(table, rows_by_protocol: dict) -> pd.DataFrame:
+    """One table with a column group per protocol: ``table(rows)`` is built for each
+    protocol's rows; the columns that agree across protocols (the entry, the paper's
+    number) are shown once, the others once per protocol, suffixed ``[protocol]``."""
+    frames = {p: table(rs).reset_index(drop=True) for p, rs in rows_by_protocol.items()}
+    if len(frames) == 1:
+        return next(iter(frames.values()))
+    first = next(iter(frames.values()))
+    if any(len(f) != len(first) or list(f.columns) != list(first.columns) for f in frames.values()):
+        return pd.concat([f.assign(protocol=p) for p, f in frames.items()], ignore_index=True)
+    shared = [c for c in first.columns if all(f[c].astype(str).equals(first[c].astype(str)) for f in frames.values())]
+    out = first[shared].copy()
+    for c in first.columns:
+        if c not in shared:
+            for p, f in frames.items():
+                out[f"{c} [{p}]"] = f[c]
+    return out
 
 
 def select(rows: list[dict], **fields) -> list[dict]:

@@ -22,7 +22,7 @@ import os
 
 from . import paper
 from .experiments import get_profile, summarize
-from .report import TOLERANCE, select
+from .report import TOLERANCE, select, verdict
 from .results import atomic_write_json, default_results_dir
 
 TAU_TOLERANCE = 0.25  # relative
@@ -42,14 +42,12 @@ def _verdict(ours, reported, kind):
         return "reproduced" if abs(ours - reported) <= TAU_TOLERANCE * abs(reported) else "not reproduced"
     if kind == "std":
         return "informational"
-    if abs(ours - reported) <= TOLERANCE:
-        return "reproduced"
-    return "qualitatively" if ours * reported > 0 and abs(ours) >= abs(reported) / 2 else "not reproduced"
+    return verdict(ours, reported, TOLERANCE)  # within ±2 points and of the paper's sign
 
 
 class _Collector:
-    def __init__(self, profile: str):
-        self.profile, self.rows = profile, []
+    def __init__(self, profile: str, protocol: str = "paper"):
+        self.profile, self.protocol, self.rows = profile, protocol, []
 
     def add(self, table, entry, reported, rs, key="drop", kind="drop", reason=""):
         """One entry from the run rows ``rs`` (mean of ``key`` over them)."""
@@ -65,7 +63,7 @@ class _Collector:
             "table": table, "entry": entry, "paper": reported, "ours": None if mean is None else round(mean, 4),
             "ours_std": None if (isinstance(sd, float) and math.isnan(sd)) else round(sd, 4), "seeds": len(vals),
             "delta": None if mean is None or reported is None else round(mean - reported, 4),
-            "verdict": _verdict(mean, reported, kind), "profile": self.profile,
+            "verdict": _verdict(mean, reported, kind), "profile": self.profile, "protocol": self.protocol,
             "device": ", ".join(sorted({str(r.get("device")) for r in done})) or None,
             "hardware": "; ".join(sorted({str(r["hardware"]) for r in done if r.get("hardware")})) or None,
             "records": ",".join(sorted({r["record"] for r in done if r.get("record")})), "note": "" if done and mean is not None else why,
@@ -150,17 +148,18 @@ def _tables_6_to_10(c, rows):
                     c.add(table, f"MNIST {m.upper()} ε_d={e}: {col}-d after {d}", p[d][1 if clip else 0][0], sel, f"{d}_drop")
 
 
-def run_all(profile="cpu", *, data_root=None, device="auto", results_dir=None, progress=None) -> dict:
-    """The rows of every table's grid (stored cells are loaded, missing ones computed)."""
+def run_all(profile="cpu", *, data_root=None, device="auto", results_dir=None, progress=None, protocol="paper") -> dict:
+    """The rows of every table's grid under ``protocol`` (stored cells are loaded, missing ones computed)."""
     from .runner import run_experiment
 
-    return {name: run_experiment(name, profile, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
+    return {name: run_experiment(name, profile, data_root=data_root, device=device, results_dir=results_dir, progress=progress,
+                                 protocol=protocol)
             for name in EXPERIMENTS}
 
 
-def entries(rows: dict, profile: str) -> list[dict]:
-    """One row per number the paper's Tables 1-10 report (see the module docstring)."""
-    c = _Collector(profile)
+def entries(rows: dict, profile: str, protocol: str = "paper") -> list[dict]:
+    """One row per number the paper's Tables 1-10 report (see the module docstring), under ``protocol``."""
+    c = _Collector(profile, protocol)
     _targets(c, rows)
     _table2(c, rows)
     _tables_6_to_10(c, rows)
@@ -172,7 +171,12 @@ def _find(es, table, entry):
 
 
 def claims(es: list[dict]) -> list[dict]:
-    """One row per qualitative claim of the paper, with the evidence from ``entries``."""
+    """One row per qualitative claim of the paper and protocol, with the evidence from ``entries``."""
+    protos = list(dict.fromkeys(e.get("protocol", "paper") for e in es))
+    return [{"protocol": p, **c} for p in protos for c in _claims([e for e in es if e.get("protocol", "paper") == p])]
+
+
+def _claims(es: list[dict]) -> list[dict]:
     def both(e1, e2):
         return e1 and e2 and e1["ours"] is not None and e2["ours"] is not None
 
@@ -259,11 +263,19 @@ VERDICTS = ("reproduced", "qualitatively", "not reproduced", "informational", "n
 
 
 def summary(es: list[dict]):
-    """A table (pandas) of verdict counts: one row per paper table, one column per verdict."""
+    """A table (pandas) of verdict counts: one row per paper table (and protocol, where the
+    entries hold more than one), one column per verdict."""
     import pandas as pd
 
-    df = pd.crosstab(pd.Series([e["table"] for e in es], name="table"), pd.Series([e["verdict"] for e in es], name="verdict"))
-    order = sorted(df.index, key=lambda t: int(t.split()[-1]))
+    protos = list(dict.fromkeys(e.get("protocol", "paper") for e in es))
+    tables = pd.Series([e["table"] for e in es], name="table")
+    verdicts = pd.Series([e["verdict"] for e in es], name="verdict")
+    if len(protos) > 1:
+        df = pd.crosstab([pd.Series([e.get("protocol", "paper") for e in es], name="protocol"), tables], verdicts)
+        order = sorted(df.index, key=lambda pt: (protos.index(pt[0]), int(pt[1].split()[-1])))
+    else:
+        df = pd.crosstab(tables, verdicts)
+        order = sorted(df.index, key=lambda t: int(t.split()[-1]))
     return df.reindex(index=order, columns=[v for v in VERDICTS if v in df.columns], fill_value=0)
 
 
@@ -327,7 +339,7 @@ def paper_wall_times(path: str | None = None) -> tuple:
         run = json.load(f)
     timed = [r for r in run["cells"] if r.get("status") == "timed"]
     fields = [f for f in Cell.__dataclass_fields__]
-    prices = {cell_key(Cell(**{k: (tuple(r[k]) if isinstance(r[k], list) else r[k]) for k in fields})): r["wall_s"] for r in timed}
+    prices = {cell_key(Cell(**{k: (tuple(r[k]) if isinstance(r[k], list) else r[k]) for k in fields if k in r})): r["wall_s"] for r in timed}
     cells = pd.DataFrame([{"cell": r["cell"], "n_poison": r.get("n_poison"), "wall_s": r.get("wall_s"), "status": r["status"],
                            "profile": run.get("profile", {}).get("name", "paper"), "hardware": run.get("gpu")} for r in run["cells"]])
     meta = {"gpu": run.get("gpu"), "dates": run.get("runs") or [run.get("date")], "data": run.get("data"), "note": run.get("note", ""),

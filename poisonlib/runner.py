@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from tqdm import tqdm
 
 from ._registry import Registry
-from ._validation import PoisonlibError
+from ._validation import PoisonlibError, check_choice
 from .attacks.gc import n_poison_points
 from .baselines import attack_cell, defense_cell
 from .experiments import gc_cell, get_profile, target_cell
+from .protocols import PROTOCOLS
 from .results import hardware
 from .train import show_progress
 
@@ -59,13 +60,16 @@ class Cell:
     gc_options: tuple = ()
     attack: str = "gc"
     clip: bool = False
+    protocol: str = "paper"
 
     def label(self) -> str:
-        what = f"{self.dataset}/{self.model} {self.target} {self.eps_w:g}"
+        what = f"{self.dataset}/{self.model} {self.target} " + (self.eps_w if isinstance(self.eps_w, str) else f"{self.eps_w:g}")
         if self.kind == "target":
             return what + (f"({self.noise})" if self.target == "randompc" else "")
         how = {"gc": "GC", "attack": self.attack.upper(), "defense": "GC-c+defenses" if self.clip else "GC+defenses"}[self.kind]
-        return f"{what} {how} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")
+        name = getattr(self.protocol, "name", self.protocol)
+        proto = "" if name == "paper" else f" [{name}]"
+        return f"{what} {how} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "") + proto
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,14 @@ def _table4(prof):
 
 @register_experiment("table8", "GC against w and the scaled target w/2 (last layer halved) on MNIST (CNN at the paper profile only)")
 def _table8(prof):
-    rows = TABLE2_ROWS[:3] if prof.name == "paper" else TABLE2_ROWS[:2]  # CNN w/2 at the paper profile only (CPU time)
+    rows = TABLE2_ROWS[:3] if prof.full_grids else TABLE2_ROWS[:2]  # CNN w/2 at the paper profile only (CPU time)
     return [c for d, m, w in rows for s in (1.0, 0.5) for c in _gc_cells(prof, d, m, w, EPS_D_TABLE2[:3], scale=s)]
 
 
 @register_experiment("fig3", "GC learning curves ||g(chi)|| at eps_d = 1 for several eps_w (one seed; NN / CNN: 3 eps_w below the paper profile)")
 def _fig3(prof):
     def eps_ws(m):
-        return FIG3_EPS_W if m == "lr" or prof.name == "paper" else FIG3_EPS_W_SHORT
+        return FIG3_EPS_W if m == "lr" or prof.full_grids else FIG3_EPS_W_SHORT
 
     return [c for m in MNIST_MODELS for w in eps_ws(m) for c in _gc_cells(prof, "mnist", m, w, (1.0,), seeds=(0,))]
 
@@ -178,7 +182,7 @@ def _table2_baselines(prof):
 
 def _mnist_nn_eps(prof, model, eps_ds):
     """Below the paper profile the NN baseline / defense cells run at the smallest eps_d only (CPU time)."""
-    return eps_ds if prof.name == "paper" or model != "nn" else eps_ds[:1]
+    return eps_ds if prof.full_grids or model != "nn" else eps_ds[:1]
 
 
 @register_experiment("table10", "GC and GC-c (clipped to the clean range) on MNIST, then Influence / Sever / MaxUp (one seed; below the "
@@ -210,7 +214,7 @@ def _table6(prof):
                      "profile)")
 def _table7(prof):
     cells = []
-    for d, m, w in TABLE7_ROWS if prof.name == "paper" else TABLE7_ROWS[:2]:  # the CNN row at the paper profile (CPU time)
+    for d, m, w in TABLE7_ROWS if prof.full_grids else TABLE7_ROWS[:2]:  # the CNN row at the paper profile (CPU time)
         cells.append(Cell("target", d, m, w))
         for a in (("kkt", "mt") if m == "lr" else ("mt",)):
             cells += _attack_cells(prof, d, m, w, a, EPS_D_BASELINES)
@@ -222,7 +226,7 @@ def _table7(prof):
                      "at the paper profile)")
 def _table9(prof):
     cells = []
-    for d, m, _ in TABLE2_ROWS[: 3 if prof.name == "paper" else 1]:
+    for d, m, _ in TABLE2_ROWS[: 3 if prof.full_grids else 1]:
         cells.append(Cell("target", d, m, 1.0, target="tgda"))
         cells += [Cell("gc", d, m, 1.0, target="tgda", eps_d=e) for e in EPS_D_TABLE2]
     return cells
@@ -233,7 +237,7 @@ def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None 
     prof = get_profile(profile)
     if cell.dataset in FULL_DATA and data_root is None:
         return f"not run at this profile: {cell.dataset} needs data_root"
-    if cell.kind != "target" and prof.name != "paper" and cell.model.startswith("resnet"):
+    if cell.kind != "target" and not prof.full_grids and cell.model.startswith("resnet"):
         return f"not run at this profile: {cell.model} belongs to the paper profile"
     what = cell.attack if cell.kind == "attack" else cell.kind
     if what in prof.paper_only_attacks(cell.model):
@@ -249,19 +253,18 @@ def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None 
 
 
 def run_cell(cell: Cell, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None) -> dict:
-    """Run (or load) one cell; returns its results-store record."""
+    """Run (or load) one cell under its protocol; returns its results-store record."""
+    common = dict(data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress, protocol=cell.protocol)
     if cell.kind == "target":
         return target_cell(cell.dataset, cell.model, cell.eps_w, profile, target=cell.target, noise=cell.noise, scale=cell.scale,
-                           seed=cell.seed, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress)
+                           seed=cell.seed, **common)
     if cell.kind == "attack":
         return attack_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, cell.attack, seed=cell.seed, profile=profile, target=cell.target,
-                           data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress)
+                           **common)
     if cell.kind == "defense":
-        return defense_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, clip=cell.clip, seed=cell.seed, profile=profile, data_root=data_root,
-                            device=device, results_dir=results_dir, force=force, progress=progress)
+        return defense_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, clip=cell.clip, seed=cell.seed, profile=profile, **common)
     return gc_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, seed=cell.seed, profile=profile, target=cell.target, scale=cell.scale,
-                   gc_options=dict(cell.gc_options) or None, data_root=data_root, device=device, results_dir=results_dir, force=force,
-                   progress=progress, keep_poisons=_defended(cell))
+                   gc_options=dict(cell.gc_options) or None, keep_poisons=_defended(cell), **common)
 
 
 def _defended(cell: Cell) -> bool:
@@ -272,8 +275,14 @@ def _defended(cell: Cell) -> bool:
 
 
 def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None,
-                   cells: list[Cell] | None = None, seed: int = 0) -> list[dict]:
+                   cells: list[Cell] | None = None, seed: int = 0, protocol: str = "paper", eps_w: str | None = None) -> list[dict]:
     """Run every cell of experiment ``name`` that ``profile`` allows, with a progress bar.
+
+    ``protocol`` (``"paper"``, ``"released"``; see :mod:`poisonlib.protocols`) is given to
+    every cell of the grid (cells passed in ``cells`` keep their own). ``eps_w="calibrated"``
+    replaces the radius of every GradPC target by the calibrated one (the paper's GradPC drop
+    reached on the validation split, :func:`~poisonlib.attacks.gradpc.calibrate_eps_w`); below
+    the full grids those cells run one seed.
 
     ``seed`` is added to every cell's seed (GC cells: the poisons' start and the
     retraining; target cells: the clean model and the corruption), so that
@@ -286,20 +295,24 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
     """
     exp = get_experiment(name)
     prof = get_profile(profile)
-    cells = exp.cells(prof) if cells is None else cells
+    check_choice("protocol", protocol, PROTOCOLS)
+    cells = [replace(c, protocol=protocol) for c in exp.cells(prof)] if cells is None else cells
+    if eps_w is not None:
+        cells = calibrated_cells(cells, prof) if eps_w == "calibrated" else [replace(c, eps_w=eps_w) for c in cells]
     if seed:
         cells = [replace(c, seed=c.seed + seed) for c in cells]
     rows = []
     bar = tqdm(cells, desc=f"{name} [{prof.name}]", disable=not show_progress(progress))
     for cell in bar:
         bar.set_postfix_str(cell.label())
-        row = {**asdict(cell), "profile": prof.name}
+        row = {**asdict(cell), "profile": prof.name, "protocol": getattr(cell.protocol, "name", cell.protocol)}
         reason = skip_reason(cell, prof, data_root)
         if reason is None and cell.eps_d == "mt":
             cell, reason = _mt_budget(cell, prof, data_root=data_root, device=device, results_dir=results_dir)
             row.update(eps_d_from="mt")
         if reason is None and cell.kind != "target" and prof.max_poisons(cell.model, cell.kind) is not None:
-            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, target=cell.target, scale=cell.scale, seed=0), prof,
+            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, target=cell.target, scale=cell.scale, seed=0,
+                                 protocol=cell.protocol), prof,
                             data_root=data_root, device=device, results_dir=results_dir, progress=False)["metrics"]
             reason = skip_reason(cell, prof, data_root, n_train=info["n_train"], tau=info["tau2"])
         if reason is not None:
@@ -320,9 +333,20 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
     return rows
 
 
+def calibrated_cells(cells: list[Cell], prof) -> list[Cell]:
+    """The GradPC-target cells of ``cells`` with ``eps_w="calibrated"`` (duplicates merged; one seed
+    below the full grids); other cells (RandomPC, label-flip, TGDA targets) are left out."""
+    out = [replace(c, eps_w="calibrated") for c in cells if c.target == "gradpc" and not isinstance(c.eps_w, str)]
+    if not prof.full_grids:
+        base = min((c.seed for c in out), default=0)
+        out = [c for c in out if c.seed == base or c.kind == "target"]
+    return list(dict.fromkeys(out))
+
+
 def _mt_budget(cell: Cell, prof, **kw):
     """Replace ``eps_d="mt"`` by the ε_d that MT used against the same target (Table 6)."""
-    mt = Cell("attack", cell.dataset, cell.model, cell.eps_w, target=cell.target, eps_d=mt_budget(cell), seed=cell.seed, attack="mt")
+    mt = Cell("attack", cell.dataset, cell.model, cell.eps_w, target=cell.target, eps_d=mt_budget(cell), seed=cell.seed, attack="mt",
+              protocol=cell.protocol)
     m = run_cell(mt, prof, progress=False, **kw)["metrics"]
     if m["n_poison"] == 0:
         return cell, "not run: MT reached the target without poisons"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from .models import loss_fn, predict
 
-OPTIMIZERS = ("sgd", "adam", "lbfgs")
+OPTIMIZERS = ("sgd", "adam", "lbfgs", "adadelta")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -59,6 +59,8 @@ def _make_optimizer(name, params, lr, momentum, weight_decay):
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lbfgs":  # full-batch quasi-Newton, for convex problems solved to optimality
         return torch.optim.LBFGS(params, lr=lr, max_iter=50, tolerance_grad=1e-10, tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
+    if name == "adadelta":  # the clean training of the authors' GradPC script (PyTorch's MNIST example)
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 

@@ -1,0 +1,134 @@
+"""The two protocols (paper text vs released code), threaded through the pipeline."""
+
+import math
+
+import pytest
+import torch
+
+from poisonlib import attribution, data, report
+from poisonlib._validation import PoisonlibError
+from poisonlib.experiments import PROFILES, Profile, gc_cell, load_for_profile
+from poisonlib.models import model_for
+from poisonlib.protocols import FACTORS, MNIST_NORMALIZATION, PROTOCOLS, finite_poisons, get_protocol, waterfall
+
+
+def test_paper_protocol_leaves_the_data_and_models_as_they_are():
+    raw = data.load_dataset("mnist", n_train=50)
+    ds = PROTOCOLS["paper"].prepare(raw)
+    assert torch.equal(ds.x_train, raw.x_train) and ds.feature_box == (0.0, 1.0)
+    net = model_for("nn", ds)
+    assert [m.out_features for m in net if isinstance(m, torch.nn.Linear)] == [784, 784, 10]
+
+
+def test_released_protocol_normalises_inputs_and_uses_the_released_nn():
+    raw = data.load_dataset("mnist", n_train=50)
+    ds = PROTOCOLS["released"].prepare(raw)
+    m, s = MNIST_NORMALIZATION
+    # an independent computation of torchvision's Normalize on one pixel
+    assert float(ds.x_train[3, 0, 14, 14]) == pytest.approx((float(raw.x_train[3, 0, 14, 14]) - 0.1307) / 0.3081, abs=1e-6)
+    assert ds.feature_box == pytest.approx(((0 - m) / s, (1 - m) / s))
+    assert ds.feature_box[0] == pytest.approx(-0.4242, abs=1e-4) and ds.feature_box[1] == pytest.approx(2.8215, abs=1e-4)
+    net = model_for("nn", ds)
+    linears = [mod for mod in net if isinstance(mod, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(784, 128), (128, 10)]
+    assert any(isinstance(mod, torch.nn.ReLU) for mod in net) and not any(isinstance(mod, torch.nn.LeakyReLU) for mod in net)
+    assert model_for("lr", ds).weight.shape == (10, 784)
+
+
+def test_released_settings_of_each_stage():
+    rel, pap = PROTOCOLS["released"], PROTOCOLS["paper"]
+    assert rel.gc_options() == dict(params="first", scaling="sum", clip=None, optimizer="sgd", lr=1e-3, momentum=0.0)
+    assert pap.gc_options() == dict(params="all", scaling="per_point", clip="box")
+    cfg = PROFILES["cpu"].train_config("lr")
+    assert pap.retrain_config("lr", cfg, 2800) == cfg
+    re = rel.retrain_config("lr", cfg, 2800)
+    assert math.ceil(2800 / re.batch_size) == 6 and re.epochs == 100 and re.lr == cfg.lr
+    assert math.ceil(2800 / rel.retrain_config("cnn", cfg, 2800).batch_size) == 60
+    clean = rel.clean_config("lr", cfg)
+    assert (clean.optimizer, clean.epochs, clean.batch_size, clean.lr) == ("adadelta", 1, 64, 1.0)
+
+
+def test_key_is_the_factors_not_the_name():
+    walk = waterfall("paper", "released")
+    assert [p.name for p in walk][0] == "paper" and len(walk) == 1 + len(FACTORS)
+    assert walk[-1].key() == PROTOCOLS["released"].key() and walk[-1].name != "released"
+    assert walk[1].key() != walk[0].key()
+    with pytest.raises(PoisonlibError, match="unknown protocol factor"):
+        PROTOCOLS["paper"].switch(boxx=False)
+    with pytest.raises(PoisonlibError, match="protocol"):
+        get_protocol("official")
+
+
+def test_non_finite_poisons_are_refused_with_the_count():
+    x = torch.zeros(5, 3)
+    x[1, 2] = float("nan")
+    x[4, 0] = float("inf")
+    with pytest.raises(PoisonlibError, match="2 of 5 are not finite"):
+        finite_poisons(x, "GC poisons")
+    assert finite_poisons(torch.ones(2, 2)) is not None
+
+
+def test_a_gc_cell_under_each_protocol(tmp_path):
+    recs = {p: gc_cell("mnist", "lr", 1.0, 0.03, profile="smoke", protocol=p, gc_epochs=5, results_dir=str(tmp_path), progress=False)
+            for p in ("paper", "released")}
+    for p, rec in recs.items():
+        assert rec["config"]["protocol"] == PROTOCOLS[p].key()
+        m = rec["metrics"]
+        assert m["protocol"] == p and m["drop"] == pytest.approx(m["retrained_acc"] - m["reference_acc"])
+    # paper: clean model trained like the retrained one, so the drop is measured from it
+    assert recs["paper"]["metrics"]["reference_acc"] == recs["paper"]["metrics"]["clean_acc"]
+    # released: the GradPC script's 1-epoch clean model differs from the 100-epoch retraining
+    assert recs["released"]["metrics"]["reference_acc"] != recs["released"]["metrics"]["clean_acc"]
+    lo, hi = recs["paper"]["metrics"]["poison_range"]
+    assert 0.0 <= lo and hi <= 1.0
+    n, n_p = recs["paper"]["metrics"]["n_clean"], recs["paper"]["metrics"]["n_poison"]
+    assert recs["paper"]["metrics"]["retrain_steps"] == 10 * math.ceil((n + n_p) / 100)  # smoke: 10 epochs of batch 100
+    assert recs["released"]["metrics"]["retrain_steps"] == 100 * math.ceil((n + n_p) / math.ceil(n / 6))
+    assert recs["released"]["config_hash"] != recs["paper"]["config_hash"]
+
+
+def test_verdict_needs_the_papers_sign():
+    assert report.verdict(-1.0, -1.5) == "reproduced"
+    assert report.verdict(+0.4, -1.5) == "not reproduced"  # within 2 points, wrong sign
+    assert report.verdict(0.0, -1.57) == "not reproduced"
+    assert report.verdict(-10.0, -12.0) == "reproduced"
+    assert report.verdict(-7.0, -12.0) == "qualitatively"
+    assert report.verdict(90.2, 91.94) == "reproduced"  # accuracies are positive
+
+
+def test_by_protocol_pairs_the_columns():
+    import pandas as pd
+
+    def table(rows):
+        return pd.DataFrame({"eps_d": ["0.03", "1"], "paper": [-1.0, -2.0], "ours": rows})
+
+    out = report.by_protocol(table, {"paper": [1.0, 2.0], "released": [3.0, 4.0]})
+    assert list(out.columns) == ["eps_d", "paper", "ours [paper]", "ours [released]"]
+    assert out["ours [released]"].tolist() == [3.0, 4.0]
+
+
+def test_profile_options_are_typed_and_checked():
+    assert PROFILES["cpu"].max_poisons("nn", "attack") == 300 and PROFILES["cpu"].max_poisons("nn") == 2800
+    with pytest.raises(PoisonlibError, match="unknown key"):
+        Profile("x", "", False, None, limits={"nn": {"gc_epoch": 3}})
+    with pytest.raises(PoisonlibError, match="leader_lrr"):
+        Profile("x", "", False, None, baselines={"tgda": {"default": {"leader_lrr": 0.1}}})
+    with pytest.raises(PoisonlibError, match="unknown baseline"):
+        Profile("x", "", False, None, baselines={"tdga": {}})
+    assert PROFILES["paper"].full_grids and not PROFILES["cpu"].full_grids
+
+
+def test_attribution_walk_covers_every_factor_once():
+    walk = attribution.steps()
+    assert [f for f, _ in walk] == ["paper", *FACTORS]
+    for (_, prev), (_, cur) in zip(walk, walk[1:]):
+        changed = [k for k in FACTORS if getattr(prev, k) != getattr(cur, k)]
+        assert len(changed) == 1
+    cells = attribution.cells(rows=attribution.ROWS, eps_ds=(0.1,))
+    assert not any(f == "nn" and c.model == "lr" for _, f, c in cells)
+
+
+def test_load_for_profile_sees_the_protocol():
+    ds = load_for_profile("mnist", "smoke", protocol="released")
+    assert ds.info["protocol"] == "released" and ds.info["view"]["nn"] == "released"
+    assert float(ds.x_train.min()) < -0.4
