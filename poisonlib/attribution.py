@@ -37,6 +37,7 @@ FACTOR_LABELS = {
     "clean": "clean model: profile's SGD → GradPC script's Adadelta, 1 epoch",
     "retrain_steps": "retraining: profile's batch → released step budget (6 steps / epoch)",
     "gc_optimizer": "GC optimiser: poisonlib's default → plain gradient descent (step 1e-3)",
+    "eps_w": "literal ε_w → calibrated ε_w (the paper's GradPC drop on the validation split)",
 }
 
 
@@ -48,26 +49,30 @@ def steps(start="paper", end="released", factors=FACTORS) -> list[tuple[str, obj
     return [(get_protocol(start).name, protos[0])] + list(zip(changed, protos[1:]))
 
 
-def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", factors=FACTORS):
-    """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed."""
+def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", factors=FACTORS, calibrated: bool = True):
+    """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed; with ``calibrated``
+    a last step keeps ``end`` and replaces the literal ε_w by the calibrated one."""
     from .runner import Cell
 
     out = []
-    for i, (factor, proto) in enumerate(steps(start, end, factors)):
+    walk = steps(start, end, factors)
+    for i, (factor, proto) in enumerate(walk):
         for d, m, w in rows:
             if factor == "nn" and m != "nn":
                 continue  # the architecture switch only concerns the NN row
             out += [(i, factor, Cell("gc", d, m, w, eps_d=e, seed=seed, protocol=proto)) for e in eps_ds]
+    if calibrated:
+        out += [(len(walk), "eps_w", Cell("gc", d, m, "calibrated", eps_d=e, seed=seed, protocol=walk[-1][1])) for d, m, _ in rows for e in eps_ds]
     return out
 
 
-def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", data_root=None, device="auto",
-                   results_dir=None, progress=None) -> list[dict]:
+def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", calibrated: bool = True,
+                   data_root=None, device="auto", results_dir=None, progress=None) -> list[dict]:
     """Run (or load) every cell of the walk; one row per cell with ``step``, ``factor`` and the
     cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
     from .runner import run_experiment
 
-    cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end)
+    cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end, calibrated=calibrated)
     out = run_experiment("table2", profile, cells=[c for _, _, c in cs], data_root=data_root, device=device, results_dir=results_dir,
                          progress=progress)
     for (i, factor, _), r in zip(cs, out):

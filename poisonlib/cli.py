@@ -37,6 +37,10 @@ def _positive(text: str) -> float:
     return v
 
 
+def _eps_w(text: str):
+    return "calibrated" if text == "calibrated" else _positive(text)
+
+
 def _eps_d(text: str):
     return "tau" if text == "tau" else _positive(text)
 
@@ -62,8 +66,9 @@ def _add_common(p, *, eps_w_default=None):
     p.add_argument("--data-root", default=None, help="folder with the full datasets (torchvision layout); default: embedded data")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the poisons' start and of retraining (default 0)")
-    p.add_argument("--eps-w", type=_positive, default=eps_w_default, required=eps_w_default is None,
-                   help="GradPC budget: L2 radius of the parameter change" + (f" (default {eps_w_default})" if eps_w_default else ""))
+    p.add_argument("--eps-w", type=_eps_w, default=eps_w_default, required=eps_w_default is None,
+                   help="GradPC budget: L2 radius of the parameter change, or 'calibrated' (the radius whose target loses the "
+                   "paper's GradPC drop on the validation split)" + (f" (default {eps_w_default})" if eps_w_default else ""))
     p.add_argument("--eps-w-norm", default="absolute", choices=["absolute", "relative"],
                    help="absolute radius eps_w (default, as the authors' code) or eps_w * ||w_clean||")
     _add_protocol(p)
@@ -280,7 +285,7 @@ def cmd_tau(args) -> int:
     else:
         _, model, _ = clean_and_target(ds, args.model, args.eps_w, args.profile, eps_w_norm=args.eps_w_norm, data_root=args.data_root,
                                        device=args.device, protocol=args.protocol)
-        source = f"GradPC target, eps_w={args.eps_w:g} ({args.eps_w_norm}), profile {args.profile}"
+        source = f"GradPC target, eps_w={args.eps_w} ({args.eps_w_norm}), profile {args.profile}"
     t = tau_model(model, ds.x_train, ds.y_train, ds.task)
     out = {"dataset": ds.name, "model": args.model, "model_source": source, "tau2": t["tau2"], "tauc": t["tauc"], "c": t["c"],
            "inner_W_G_mu": t["inner"], "test_accuracy": 100 * evaluate(model, ds.x_test, ds.y_test, ds.task)["accuracy"]}

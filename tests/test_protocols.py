@@ -132,3 +132,33 @@ def test_load_for_profile_sees_the_protocol():
     ds = load_for_profile("mnist", "smoke", protocol="released")
     assert ds.info["protocol"] == "released" and ds.info["view"]["nn"] == "released"
     assert float(ds.x_train.min()) < -0.4
+
+
+def test_calibrated_targets_through_the_pipeline(tmp_path):
+    from poisonlib.experiments import calibration_request, target_cell
+    from poisonlib.runner import calibrated_cells, get_experiment
+
+    rec = target_cell("mnist", "nn", "calibrated", "smoke", results_dir=str(tmp_path), progress=False)
+    m = rec["metrics"]
+    assert rec["config"]["eps_w"] == "calibrated" and m["calibration"]["target_drop"] == calibration_request("mnist", "nn")["target_drop"]
+    assert m["eps_w_calibrated"] > 0 and m["radius"] == m["eps_w_calibrated"]
+    if m["calibration"]["tolerance_met"]:
+        assert abs(m["calibration"]["val_drop"] - m["calibration"]["target_drop"]) <= 0.5
+    # Table 1's two literal rows per model collapse to one calibrated row; label-flip targets have none
+    cells = calibrated_cells(get_experiment("table1").cells(PROFILES["smoke"]), PROFILES["smoke"])
+    assert sorted(c.model for c in cells) == ["cnn", "lr", "nn"] and all(c.eps_w == "calibrated" for c in cells)
+    assert calibrated_cells(get_experiment("table6").cells(PROFILES["smoke"]), PROFILES["smoke"]) == []
+    with pytest.raises(PoisonlibError, match="calibrated"):
+        target_cell("mnist", "lr", "calibrated", "smoke", target="randompc", results_dir=str(tmp_path))
+
+
+def test_cli_takes_the_protocol_and_refuses_an_unknown_one(tmp_path, capsys):
+    from poisonlib.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", "table1", "--profile", "smoke", "--protocol", "official"])
+    assert e.value.code == 2
+    assert "invalid choice: 'official'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["tau", "--dataset", "mnist", "--model", "lr", "--eps-w", "-1"])
+    assert e.value.code == 2
