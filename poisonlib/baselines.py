@@ -62,6 +62,20 @@ def _mt_options(options: dict, ds, model: str, eps: float, train_config, seed: i
     return {**opts, "fit": fit}
 
 
+def _in_feature_units(attack: str, opts: dict, ds) -> dict:
+    """GM's eps-ball radius and step are in pixel units (16/255 as in Witches' Brew); on inputs a
+    protocol normalised ((x - m) / s) they are divided by s, as Witches' Brew does."""
+    norm = ds.info.get("view", {}).get("normalize")
+    if attack != "gm" or not norm:
+        return opts
+    from .attacks.gm import EPS_WITCHES_BREW
+
+    opts = dict(opts)
+    opts["eps"] = opts.get("eps", EPS_WITCHES_BREW)
+    opts = {k: (v / norm[1] if k in ("eps", "lr") and v is not None else v) for k, v in opts.items()}
+    return opts
+
+
 def _device_of(m) -> torch.device:
     return next(m.parameters()).device
 
@@ -110,7 +124,7 @@ def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, se
     clean, tgt, info = clean_and_target(ds, model, eps_w, prof, target=target, data_root=data_root, device=dev, results_dir=results_dir,
                                         progress=progress, protocol=proto)
     eps = resolve_eps_d(eps_d, info)
-    opts = {**prof.attack_options(attack, model), **(attack_options or {})}
+    opts = _in_feature_units(attack, {**prof.attack_options(attack, model), **(attack_options or {})}, ds)
     tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
     # TGDA and GM obey the protocol's admissible set like GC; KKT and MT search for their points inside the
     # feature box under both protocols (an unbounded argmax of the loss has no maximiser)

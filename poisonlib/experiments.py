@@ -40,6 +40,10 @@ from .theory import tau_model
 from .train import TrainConfig, evaluate, resolve_device, train
 
 
+#: Gradient Matching's signAdam step: Witches' Brew's tau = 0.1 times its eps-ball radius 16/255 (pixel units).
+GM_STEP = 0.1 * 16 / 255
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     """Per-model cuts of a profile (``None``: the profile's default / no cap)."""
@@ -210,7 +214,7 @@ PROFILES = {
             "tgda": {"default": dict(epochs=50, leader_lr=0.05, follower_steps=10, cg_iters=8),
                      "nn": dict(epochs=10, leader_lr=0.1, follower_steps=5, cg_iters=4),
                      "cnn": dict(epochs=10, leader_lr=0.1, follower_steps=5, cg_iters=4)},
-            "gm": {"default": dict(steps=250, lr=0.1, restarts=1)},
+            "gm": {"default": dict(steps=250, lr=GM_STEP, restarts=1)},
             "kkt": {"default": dict(steps=500, fractions=(0.2, 0.5, 0.8))},
             "mt": {"default": dict(stop_eps=0.1, max_rounds=25, n_starts=4, ascent_steps=50),
                    "nn": dict(stop_eps=10.0, max_rounds=5, n_starts=2, ascent_steps=50, train_epochs=20),
@@ -241,7 +245,7 @@ PROFILES = {
         full_grids=True,
         baselines={
             "tgda": {"default": dict(epochs=200, leader_lr=0.01, follower_steps=20, cg_iters=16)},
-            "gm": {"default": dict(steps=250, lr=0.1, restarts=8)},
+            "gm": {"default": dict(steps=250, lr=GM_STEP, restarts=8)},
             "kkt": {"default": dict(steps=1000)},
             "mt": {"default": dict(stop_eps=0.1, max_rounds=200, n_starts=4, ascent_steps=100),
                    "nn": dict(stop_eps=10.0, max_rounds=50, train_epochs=20), "cnn": dict(stop_eps=10.0, max_rounds=50, train_epochs=20)},
@@ -542,8 +546,9 @@ def eps_sweep(
 
             if clean is None:
                 raise PoisonlibError("attack='gm' needs the clean model: pass clean=")
+            # Fig. 6: least squares on unbounded features, GM without Witches' Brew's eps-ball unless gc_options set one
             res = gradient_matching(clean, ds.x_train, ds.y_train, ds.task, eps, target=target, steps=gc_epochs, box=ds.feature_box, seed=seed,
-                                    device=device, progress=False, **(gc_options or {}))
+                                    device=device, progress=False, **{"eps": None, **(gc_options or {})})
         else:
             res = gradient_canceling(target, ds.x_train, ds.y_train, ds.task, eps, epochs=gc_epochs, box=ds.feature_box, seed=seed,
                                      device=device, progress=False, **(gc_options or {}))

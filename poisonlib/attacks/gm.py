@@ -24,12 +24,28 @@ loss (classification) or approaches the target (regression); nothing fixes
 
 Optimisation as in Witches' Brew: ``optimizer="signadam"`` is Adam fed with the
 sign of the gradient, ``"adam"`` plain Adam; step ``lr`` with the step decay of
-Witches' Brew (×0.1 at 3/8, 5/8 and 7/8 of ``steps``); after each step the
-poisons are projected onto the box Γ. Deviations from Witches' Brew: there is
-no ε-ball around the base images (Γ is the feature box, as in GC), the
-gradient is taken once at the single clean model (no ensembles or
-augmentation), and restart r starts from another seeded clean sample
-(seed + r) instead of a random perturbation of fixed base images.
+Witches' Brew (×0.1 at 3/8, 5/8 and 7/8 of ``steps``). The admissible set Γ is
+Witches' Brew's ℓ∞ ε-ball around each poison's base image intersected with the
+feature box: ‖x_j − x_j^base‖_∞ ≤ ``eps`` (default 16/255, in feature units, i.e.
+pixels in [0, 1]) and x_j ∈ ``box``; after every step the poisons are projected
+onto it (first onto the ball, then onto the box, as Witches' Brew does). With a
+ball, the base images are one seeded clean sample (``seed``) shared by all
+restarts, and restart r starts from a random point of the ball,
+x^base + clip(eps·N(0, I), −eps, eps) (Witches' Brew's ``init="randn"``), drawn
+from seed + r, projected onto the box; the restart with the lowest final
+dissimilarity is kept (Witches' Brew keeps the lowest final target loss).
+``eps=None`` drops the ball (Γ is the box alone, the behaviour before the ball
+was added): restart r then starts from another seeded clean sample (seed + r)
+with no perturbation.
+
+Differences from Witches' Brew (``official-code-notes`` §3), besides the
+indiscriminate objective of Eq. 35-36: the gradient is taken once at the single
+clean model (no ensembles, no differentiable augmentation, no retraining
+between steps), full batch over the poisons, and ``lr`` is in feature units
+(Witches' Brew's lr 0.1 = ``tau`` is in the data-normalised units, i.e.
+0.1·σ in pixel units for a channel standard deviation σ; ε is 16/255 in pixel
+units in both). ``eps`` is in feature units whatever the data; on unbounded
+(non-pixel) features such as the regression data of App. C.5 pass ``eps=None``.
 """
 
 from __future__ import annotations
@@ -46,6 +62,8 @@ from ..train import resolve_device, show_progress
 from .gc import GCResult, _init_poisons, n_poison_points
 
 OPTIMIZERS = ("signadam", "adam")
+#: Witches' Brew's default ℓ∞ radius, 16/255 (pixels in [0, 1]).
+EPS_WITCHES_BREW = 16 / 255
 
 
 def reversed_loss(out: torch.Tensor, y: torch.Tensor, task: str, target_out: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,7 +95,23 @@ def _reversed_gradient(model, params, x_clean, y_clean, task, target):
     return flat(torch.autograd.grad(j, list(p.values()))).detach()
 
 
-def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar):
+def project(x, base, eps, box):
+    """Proj_Γ: clip to the ℓ∞ ball of radius ``eps`` around ``base`` (if ``eps`` is not None), then to ``box``."""
+    if eps is not None:
+        x = torch.maximum(torch.minimum(x, base + eps), base - eps)
+    if box is not None:
+        x = x.clamp(float(box[0]), float(box[1]))
+    return x
+
+
+def _random_start(base, eps, box, seed):
+    """Witches' Brew's ``randn`` start: base + clip(eps·N(0, I), −eps, eps), projected onto the box."""
+    gen = torch.Generator().manual_seed(seed)
+    delta = (eps * torch.randn(base.shape, generator=gen, dtype=base.dtype)).clamp(-eps, eps).to(base.device)
+    return project(base + delta, base, eps, box)
+
+
+def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, base=None, eps=None):
     x_p = x0.clone().requires_grad_(True)
     y_p = y0.clone().requires_grad_(optimize_labels)
     leaves = [x_p, y_p] if optimize_labels else [x_p]
@@ -95,9 +129,9 @@ def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, op
                 t.grad.sign_()
         opt.step()
         sched.step()
-        if box is not None:
+        if box is not None or eps is not None:
             with torch.no_grad():
-                x_p.clamp_(float(box[0]), float(box[1]))
+                x_p.copy_(project(x_p, base, eps, box))
         bar.update()
         bar.set_postfix(dissimilarity=f"{trace[-1]:.3g}")
     final = float(dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task))
@@ -116,6 +150,7 @@ def gradient_matching(
     lr: float = 0.1,
     optimizer: str = "signadam",
     restarts: int = 1,
+    eps: float | None = EPS_WITCHES_BREW,
     box: tuple[float, float] | None = None,
     optimize_labels: bool = False,
     seed: int = 0,
@@ -134,7 +169,11 @@ def gradient_matching(
     steps, lr : optimiser steps and (initial) step size (Witches' Brew: 250, 0.1).
     optimizer : ``"signadam"`` (Adam on the gradient's sign, Witches' Brew) or ``"adam"``.
     restarts : independent restarts (seeds seed, seed + 1, ...); the one with the
-        lowest final dissimilarity is kept (Witches' Brew: 8).
+        lowest final dissimilarity is kept (Witches' Brew: 8). With ``eps`` they share
+        the base images and start from random points of the ball; without, each
+        starts from its own clean sample.
+    eps : radius of the ℓ∞ ball around each poison's base image, in feature units
+        (Witches' Brew: 16/255, the default); ``None``: no ball.
     box : feature box (lo, hi) the poisons are projected onto; ``None``: unbounded.
     optimize_labels : also move the (continuous) labels; regression only.
 
@@ -150,6 +189,8 @@ def gradient_matching(
     steps = check_int("steps", steps, minimum=0)
     restarts = check_int("restarts", restarts, minimum=1)
     lr = check_positive("lr", lr)
+    if eps is not None:
+        eps = check_positive("eps", eps)
     if task == "regression" and target is None:
         raise PoisonlibError("gradient matching for task 'regression' needs a target model (target=None given)")
     if task != "regression" and target is not None:
@@ -160,7 +201,7 @@ def gradient_matching(
     n = len(x_clean)
     dev = resolve_device(device)
     config = dict(eps_d=float(eps_d), n=n, n_poison=n_p, steps=steps, lr=lr, optimizer=optimizer, restarts=restarts,
-                  box=box, optimize_labels=optimize_labels, seed=seed, regression_target=target is not None)
+                  eps=eps, box=box, optimize_labels=optimize_labels, seed=seed, regression_target=target is not None)
 
     model = model.to(dev).eval()
     if target is not None:
@@ -169,9 +210,16 @@ def gradient_matching(
     g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target)
     best, finals = None, []
     bar = tqdm(total=steps * restarts, desc=f"GM eps_d={eps_d:g}", disable=not show_progress(progress), leave=False)
+    if eps is not None:  # Witches' Brew: fixed base images, a random start in the ball per restart
+        base, y_base, idx_base = _init_poisons(x_clean, y_clean, n_p, seed)
+        base, y_base = base.to(dev), y_base.to(dev)
     for r in range(restarts):
-        x0, y0, idx = _init_poisons(x_clean, y_clean, n_p, seed + r)
-        x_p, y_p, trace, final = _one_restart(model, params, g_j, x0.to(dev), y0.to(dev), task, steps, lr, optimizer, box, optimize_labels, bar)
+        if eps is None:
+            x0, y0, idx = _init_poisons(x_clean, y_clean, n_p, seed + r)
+            x0, y0, b = x0.to(dev), y0.to(dev), None
+        else:
+            x0, y0, idx, b = _random_start(base, eps, box, seed + r), y_base, idx_base, base
+        x_p, y_p, trace, final = _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, b, eps)
         finals.append(final)
         if best is None or final < best[-1]:
             best = (x_p, y_p, idx, trace, final)
