@@ -36,7 +36,7 @@ FACTOR_LABELS = {
     "nn": "NN 784-784-784-10 LeakyReLU → 784-128-10 ReLU",
     "clean": "clean model: profile's SGD → GradPC script's Adadelta, 1 epoch",
     "retrain_steps": "retraining: profile's batch → released step budget (6 steps / epoch)",
-    "gc_optimizer": "GC optimiser: poisonlib's default → plain gradient descent (step 1e-3)",
+    "gc_optimizer": "GC optimiser: poisonlib's converging default (Adam) → plain gradient descent (step 1e-3)",
     "eps_w": "literal ε_w → calibrated ε_w (the paper's GradPC drop on the validation split)",
 }
 

@@ -176,6 +176,21 @@ def get_protocol(protocol: str | Protocol = "paper") -> Protocol:
     return PROTOCOLS[check_choice("protocol", protocol, PROTOCOLS)]
 
 
+def protocol_list(value) -> list[str]:
+    """The protocols a chapter's ``protocols`` parameter names, checked: a list, or the string
+    papermill's ``-p`` passes (``'["paper"]'``, ``'paper'``, ``'paper,released'``)."""
+    import json
+
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+    names = list(dict.fromkeys(value))
+    if not names:
+        raise PoisonlibError("protocols is empty; choose from: " + ", ".join(PROTOCOLS))
+    for n in names:
+        check_choice("protocol", n, PROTOCOLS)
+    return names
+
+
 def waterfall(start: str | Protocol = "paper", end: str | Protocol = "released", factors=FACTORS) -> list[Protocol]:
     """Protocols from ``start`` to ``end``, switching one factor (in ``factors`` order) at a time.
 

@@ -206,8 +206,8 @@ def plateau_table(rows: list[dict]) -> pd.DataFrame:
         below = "ε_d < τ(c)" if e < r["tauc"] else "τ(c) ≤ ε_d < τ(2)" if e < r["tau2"] else "ε_d ≥ τ(2)"
         out.append({
             "model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": round(e, 3), "τ(c)": round(r["tauc"], 3), "τ(2)": round(r["tau2"], 3),
-            "regime": below, "‖g(μ)‖": round(r["residual_initial"], 4), "‖g(χ)‖ final": round(r["grad_mixed"], 4),
-            "reduction ×": round(curve[0] / (1 + e) / r["grad_mixed"], 1),
+            "regime": below, "‖g(μ)‖": round(r["grad_clean"], 4), "‖g(χ)‖ final": round(r["grad_mixed"], 4),
+            "reduction ×": round(curve[0] / max(curve[-1], 1e-300), 1),  # of GC's own objective (its parameters)
             "last 10% change": f"{(curve[int(0.9 * len(curve))] - curve[-1]) / curve[-1]:.1%}",
             "note": "",
         })

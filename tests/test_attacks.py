@@ -162,7 +162,7 @@ def test_gc_phase_transition_on_binary_logistic_regression(gaussian10, binary_ta
     tau = tau_model(tgt, ds.x_train, ds.y_train, ds.task)["tau2"]
     assert tau > 0.5
     wnorm = global_norm(list(tgt.parameters()))
-    kw = dict(epochs=1500, lr=0.5, momentum=0.0, device="cpu")
+    kw = dict(epochs=1500, optimizer="sgd", lr=0.5, momentum=0.0, device="cpu")  # plain GD; the default (Adam): tests/test_gc_convergence.py
     above = gradient_canceling(tgt, ds.x_train, ds.y_train, ds.task, 2 * tau, **kw)
     below = gradient_canceling(tgt, ds.x_train, ds.y_train, ds.task, 0.5 * tau, **kw)
     assert above.history["final_residual"] < 1e-2 * above.history["residual"][0]

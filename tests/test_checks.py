@@ -129,7 +129,7 @@ def test_gc_with_labels_reaches_a_least_squares_target():
     """Fig. 5 / Ex. 1: GC moving features and labels makes any line the least-squares fit."""
     ds = load_dataset("gaussian2d")
     target = linear_model([-1.0], [1.0])
-    rows = eps_sweep(ds, "linreg", target, [0.1, 1.0], gc_epochs=1500, gc_options=dict(lr=0.2, momentum=0.0, optimize_labels=True))
+    rows = eps_sweep(ds, "linreg", target, [0.1, 1.0], gc_epochs=1500, gc_options=dict(optimize_labels=True))
     for r in rows:
         assert r["param_distance"] < 1e-3, r
 

@@ -173,7 +173,7 @@ def test_poison_grid_draws_grey_and_colour_examples():
 def test_plateau_table_classifies_the_regime_against_both_thresholds():
     from poisonlib.report import plateau_table
 
-    base = dict(status="computed", model="lr", eps_w=1.0, tauc=0.7, tau2=2.8, residual_initial=2.0, gc_residual_curve=[4.0] * 9 + [2.0, 1.0])
+    base = dict(status="computed", model="lr", eps_w=1.0, tauc=0.7, tau2=2.8, grad_clean=2.0, gc_residual_curve=[4.0] * 9 + [2.0, 1.0])
     rows = [dict(base, eps_d_used=e, grad_mixed=1.0 / (1 + e)) for e in (0.1, 1.0, 3.0)]
     rows.append(dict(status="skipped", model="cnn", eps_w=0.5, eps_d=1.0, reason="not run at this profile: n_p = 2800 > 300 for cnn"))
     t = plateau_table(rows)
