@@ -66,12 +66,14 @@ def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="releas
     return out
 
 
-def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", calibrated: bool = True,
+def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=None, seed: int = 0, start="paper", end="released", calibrated: bool = True,
                    data_root=None, device="auto", results_dir=None, progress=None) -> list[dict]:
-    """Run (or load) every cell of the walk; one row per cell with ``step``, ``factor`` and the
-    cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
+    """Run (or load) every cell of the walk (``eps_ds``: the profile's ``attribution_eps_d`` by
+    default); one row per cell with ``step``, ``factor`` and the cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
+    from .experiments import get_profile
     from .runner import run_experiment
 
+    eps_ds = get_profile(profile).attribution_eps_d if eps_ds is None else eps_ds
     cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end, calibrated=calibrated)
     out = run_experiment("table2", profile, cells=[c for _, _, c in cs], data_root=data_root, device=device, results_dir=results_dir,
                          progress=progress)

@@ -59,6 +59,18 @@ def _kernel_env(root: str) -> dict:
     return env
 
 
+def _declared(src: str, params: dict) -> dict:
+    """The ``params`` that ``src``'s parameters cell declares (``protocols`` only where a chapter
+    uses it; ``profile``, ``device``, ``data_root`` always)."""
+    import re
+
+    with open(src, encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[parameters\]\n(.*?)```", text, re.S)
+    cell = m.group(1) if m else ""
+    return {k: v for k, v in params.items() if k != "protocols" or re.search(rf"^{k}\s*=", cell, re.M)}
+
+
 def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
     """Convert ``src`` (MyST) with jupytext and execute it with papermill into ``dst``; returns seconds."""
     import jupytext
@@ -186,16 +198,17 @@ def build_book(
         for src in notebook_sources(root, only):
             name = os.path.splitext(os.path.basename(src))[0]
             dst = os.path.join(root, EXECUTED_DIR, name + ".ipynb")
-            key = cache_key(src, params, digest)
+            nb_params = _declared(src, params)
+            key = cache_key(src, nb_params, digest)
             if not force and _stored_key(dst) == key:
                 print(f"[poisonlib book] {name}: unchanged since its last run at profile {profile} (cached; --force re-runs it)", flush=True)
                 continue
             print(f"[poisonlib book] executing {name} at profile {profile} ...", flush=True)
             try:
-                secs = execute_notebook(src, dst, params, cwd=root)
+                secs = execute_notebook(src, dst, nb_params, cwd=root)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
                 raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
-            _stamp(dst, key, params)
+            _stamp(dst, key, nb_params)
             print(f"[poisonlib book] {name}: {secs:.1f} s", flush=True)
     finally:
         os.environ.clear()

@@ -97,6 +97,7 @@ class Profile:
     gc_batch_size: dict = field(default_factory=dict)  # dataset -> GC mini-batch size (default: full batch)
     baselines: dict = field(default_factory=dict)  # attack or "defense" -> {model or "default": options}
     full_grids: bool = False
+    attribution_eps_d: tuple = (0.03, 0.1, 1.0, "tau")  # the eps_d of the attribution walk (Why our numbers differ)
 
     def __post_init__(self):
         lims = {}
@@ -183,6 +184,7 @@ PROFILES = {
         limits={"lr": {"max_poisons": 600}, "nn": {"max_poisons": 300}, "cnn": {"gc_epochs": 5, "max_poisons": 30}},
         sweep_points=4,
         sweep_gc_epochs=100,
+        attribution_eps_d=(1.0,),
         baselines={
             "tgda": {"default": dict(epochs=3, leader_lr=0.05, follower_steps=3, cg_iters=4)},
             "gm": {"default": dict(steps=20)},
