@@ -26,8 +26,11 @@ smoke-book: install
 	rm -rf $(SMOKE)
 	POISONLIB_RESULTS=$(SMOKE)/results $(BIN)/poisonlib book --profile smoke --path-output $(SMOKE)
 
-## Unit tests + the smoke book + nbval on its executed notebooks (re-run into a second, empty results store).
+## Unit tests + the smoke book + nbval on its executed notebooks (re-executed on a copy of the smoke book's
+## results store: nbval checks that each chapter reproduces its outputs; recomputing cells from scratch is
+## tests/test_protocols.py's determinism test, per protocol).
 test: smoke-book
+	rm -rf $(SMOKE)/results-nbval && cp -r $(SMOKE)/results $(SMOKE)/results-nbval
 	POISONLIB_RESULTS=$(SMOKE)/results-nbval $(BIN)/pytest tests book/executed --nbval-lax --nbval-current-env -q
 
 benchmark: install

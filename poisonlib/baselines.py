@@ -125,7 +125,7 @@ def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, se
                                         progress=progress, protocol=proto)
     eps = resolve_eps_d(eps_d, info)
     opts = _in_feature_units(attack, {**prof.attack_options(attack, model), **(attack_options or {})}, ds)
-    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+    tcfg = prof.retrain_config(model, proto, len(ds.x_train))
     # TGDA and GM obey the protocol's admissible set like GC; KKT and MT search for their points inside the
     # feature box under both protocols (an unbounded argmax of the loss has no maximiser)
     box = proto.poison_box(ds) if attack in ("tgda", "gm") else ds.feature_box
@@ -196,7 +196,7 @@ def defend(defense: str, ds, model: str, x_poison, y_poison, attacked, prof, *, 
     y = torch.cat([ds.y_train, y_poison])
     n_p = len(x_poison)
     proto = get_protocol(protocol)
-    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+    tcfg = prof.retrain_config(model, proto, len(ds.x_train))
     if defense == "maxup":
         m = model_for(model, ds, seed=seed)
         m, _ = maxup_train(m, x, y, ds.task, m=opts.get("maxup_m", 4), sigma=opts.get("maxup_sigma", 0.1), box=proto.poison_box(ds),

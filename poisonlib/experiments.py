@@ -98,6 +98,7 @@ class Profile:
     baselines: dict = field(default_factory=dict)  # attack or "defense" -> {model or "default": options}
     full_grids: bool = False
     attribution_eps_d: tuple = (0.03, 0.1, 1.0, "tau")  # the eps_d of the attribution walk (Why our numbers differ)
+    released_epochs: int = 100  # retraining epochs of LR / NN under the released protocol (the released code: 100)
 
     def __post_init__(self):
         lims = {}
@@ -136,6 +137,10 @@ class Profile:
     def train_config(self, model: str) -> TrainConfig:
         return self.train.get(model, self.train["default"])
 
+    def retrain_config(self, model: str, protocol, n_clean: int) -> TrainConfig:
+        """Retraining on clean ∪ poisons under ``protocol`` (:meth:`Protocol.retrain_config`)."""
+        return get_protocol(protocol).retrain_config(model, self.train_config(model), n_clean, epochs=self.released_epochs)
+
     def _limits(self, model: str) -> ModelLimits:
         return self.limits.get(model, ModelLimits())
 
@@ -166,6 +171,8 @@ class Profile:
         """The part of the profile that shapes a cell of ``model`` on ``dataset`` (what a
         cached record is keyed by, so that tuning one model's limits keeps the others' records)."""
         d = {"name": self.name, "n_train": self.n_train, "train": self.train_config(model).as_dict(), "gradpc_batch_size": self.gradpc_batch_size}
+        if self.released_epochs != 100:  # shapes released-protocol cells (kept out of the key at its default)
+            d["released_epochs"] = self.released_epochs
         if dataset is not None:
             d.update(gc_epochs=self.gc_epochs_for(model), gc_batch_size=self.gc_batch_size.get(dataset))
         return d
@@ -174,7 +181,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         "smoke",
-        "CI smoke test: 300 MNIST-5k training digits, 10 training epochs, 20 GC steps (CNN 5), one seed, "
+        "CI smoke test: 300 MNIST-5k training digits, 10 training epochs (also under the released protocol), 20 GC steps (CNN 5), one seed, "
         "at most 600 / 300 / 30 poisons for LR / NN / CNN",
         needs_data_root=False,
         n_train=300,
@@ -185,6 +192,7 @@ PROFILES = {
         sweep_points=4,
         sweep_gc_epochs=100,
         attribution_eps_d=(1.0,),
+        released_epochs=10,
         baselines={
             "tgda": {"default": dict(epochs=3, leader_lr=0.05, follower_steps=3, cg_iters=4)},
             "gm": {"default": dict(steps=20)},
@@ -366,7 +374,7 @@ def clean_and_target(
     }
     info["target_drop"] = info["target_acc"] - info["clean_acc"]
     if target in ("tgda", "labelflip"):  # a retrained target: its drop is measured like a retrained model's
-        rcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+        rcfg = prof.retrain_config(model, proto, len(ds.x_train))
         info["reference_acc"] = reference_accuracy(ds, model, rcfg, tcfg, info, seed=target_seed, device=device)
         info["target_drop"] = info["target_acc"] - info["reference_acc"]
     info["n_train"] = len(ds.x_train)
@@ -414,7 +422,7 @@ def _attack_target(ds, model, clean, target, strength, prof, proto, *, seed, dev
     if target == "labelflip":
         from .attacks.labelflip import label_flip_target
 
-        tgt, lf = label_flip_target(ds, strength, model=model, train_config=proto.retrain_config(model, prof.train_config(model), len(ds.x_train)), seed=seed, device=device, progress=progress,
+        tgt, lf = label_flip_target(ds, strength, model=model, train_config=prof.retrain_config(model, proto, len(ds.x_train)), seed=seed, device=device, progress=progress,
                                     **prof.attack_options("labelflip", model))
         extra = {"label_flip": {k: v for k, v in lf.items() if k != "candidates"}}
     else:
@@ -422,7 +430,7 @@ def _attack_target(ds, model, clean, target, strength, prof, proto, *, seed, dev
 
         res = tgda(clean, ds.x_train, ds.y_train, ds.task, strength, x_val=ds.x_val, y_val=ds.y_val, box=proto.poison_box(ds), seed=seed,
                    device=device, progress=progress, **prof.attack_options("tgda", model))
-        tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+        tcfg = prof.retrain_config(model, proto, len(ds.x_train))
         tgt = retrain(ds, model, finite_poisons(res.x, "TGDA poisons"), res.y, tcfg, seed=seed, device=device, progress=progress)
         extra = {"tgda_eps_d": res.eps_d}
     tgt = tgt.cpu()
@@ -634,7 +642,7 @@ def run_gc(
         box=ds.feature_box, seed=seed, device=dev, progress=progress, checkpoint=checkpoint, **opts,
     )
     finite_poisons(res.x, "GC poisons")
-    tcfg = proto.retrain_config(model, prof.train_config(model), len(ds.x_train))
+    tcfg = prof.retrain_config(model, proto, len(ds.x_train))
     out = retrain(ds, model, res.x, res.y, tcfg, seed=seed, device=dev, progress=progress, per_epoch=proto.per_epoch_eval)
     retrained, per_epoch = out if proto.per_epoch_eval else (out, [])
     res.retrained = retrained
@@ -657,8 +665,8 @@ def run_gc(
         "gc_residual_curve": [round(v, 6) for v in res.history["residual"]],
         "poison_range": [float(res.x.min()), float(res.x.max())],
         "poison_norm_mean": float(res.x.flatten(1).norm(dim=1).mean()),
-        "retrained_acc_min_epoch": min(per_epoch) if per_epoch else float("nan"),
-        "drop_min_epoch": min(per_epoch) - ref if per_epoch else float("nan"),
+        "retrained_acc_min_epoch": min(per_epoch) if per_epoch else None,  # None: the protocol does not evaluate every epoch
+        "drop_min_epoch": min(per_epoch) - ref if per_epoch else None,
         "retrain_steps": _steps(len(ds.x_train) + res.n_poison, tcfg),
         "protocol": proto.name,
         "examples": poison_examples(res, ds),
