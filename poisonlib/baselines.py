@@ -133,7 +133,8 @@ def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, se
                train_config=tcfg, box=box)
     retrained = retrain(ds, model, finite_poisons(res.x, f"{attack.upper()} poisons"), res.y, tcfg, seed=seed, device=dev, progress=progress)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
-    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev)
+    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev,
+                             results_dir=results_dir)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task) if len(res.x) else {"residual": float("nan"), "mixed": float("nan")}
     metrics = {
         **info, "eps_d_requested": eps_d if isinstance(eps_d, str) else float(eps_d), "eps_d": res.eps_d, "n_poison": len(res.x),

@@ -375,7 +375,7 @@ def clean_and_target(
     info["target_drop"] = info["target_acc"] - info["clean_acc"]
     if target in ("tgda", "labelflip"):  # a retrained target: its drop is measured like a retrained model's
         rcfg = prof.retrain_config(model, proto, len(ds.x_train))
-        info["reference_acc"] = reference_accuracy(ds, model, rcfg, tcfg, info, seed=target_seed, device=device)
+        info["reference_acc"] = reference_accuracy(ds, model, rcfg, tcfg, info, seed=target_seed, device=device, results_dir=results_dir)
         info["target_drop"] = info["target_acc"] - info["reference_acc"]
     info["n_train"] = len(ds.x_train)
     atomic_torch_save({"clean": clean.state_dict(), "target": tgt.state_dict(), "info": info, "key": key}, path)
@@ -646,7 +646,8 @@ def run_gc(
     out = retrain(ds, model, res.x, res.y, tcfg, seed=seed, device=dev, progress=progress, per_epoch=proto.per_epoch_eval)
     retrained, per_epoch = out if proto.per_epoch_eval else (out, [])
     res.retrained = retrained
-    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev)
+    ref = reference_accuracy(ds, model, tcfg, proto.clean_config(model, prof.train_config(model)), info, seed=seed, device=dev,
+                             results_dir=results_dir)
     cmp = compare_to_target(retrained, tgt.cpu(), ds)
     norms = mixed_gradient_norm(tgt.to(dev), ds.x_train, ds.y_train, res.x, res.y, ds.task)
     metrics = {
@@ -674,15 +675,30 @@ def run_gc(
     return metrics, res, tgt.cpu(), ds
 
 
-def reference_accuracy(ds, model: str, retrain_config: TrainConfig, clean_config: TrainConfig, info: dict, *, seed: int, device="auto") -> float:
+def reference_accuracy(ds, model: str, retrain_config: TrainConfig, clean_config: TrainConfig, info: dict, *, seed: int, device="auto",
+                       results_dir: str | None = None) -> float:
     """The accuracy a drop is measured from: the clean model's when it was trained like the
     retrained one (the ``paper`` protocol), else a model retrained on the clean data alone
     with the retraining protocol and seed (``released``: the clean model of the GradPC
-    script gets one epoch of Adadelta, retraining 100 epochs of SGD)."""
+    script gets one epoch of Adadelta, retraining 100 epochs of SGD); cached under
+    ``results/models/reference-<hash>.json``, as every cell of that data, model and seed shares it."""
     if retrain_config == clean_config:
         return info["clean_acc"]
+    from .results import atomic_write_json
+
+    key = dict(kind="reference", dataset=ds.name, source=ds.source, n_train=len(ds.x_train), **ds.info.get("view", {}), model=model,
+               train=retrain_config.as_dict(), seed=seed)
+    path = os.path.join(results_dir or default_results_dir(), "models", "reference-" + config_hash(key) + ".json")
+    if os.path.exists(path):
+        import json
+
+        with open(path) as f:
+            return float(json.load(f)["accuracy"])
     m = retrain(ds, model, ds.x_train[:0], ds.y_train[:0], retrain_config, seed=seed, device=device, progress=False)
-    return 100 * evaluate(m, ds.x_test, ds.y_test, ds.task)["accuracy"]
+    acc = 100 * evaluate(m, ds.x_test, ds.y_test, ds.task)["accuracy"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json({"accuracy": acc, "key": key}, path)
+    return acc
 
 
 def _steps(n: int, cfg: TrainConfig) -> int:
