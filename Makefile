@@ -31,7 +31,7 @@ smoke-book: install
 ## tests/test_protocols.py's determinism test, per protocol).
 test: smoke-book
 	rm -rf $(SMOKE)/results-nbval && cp -r $(SMOKE)/results $(SMOKE)/results-nbval
-	POISONLIB_RESULTS=$(SMOKE)/results-nbval $(BIN)/pytest tests book/executed --nbval-lax --nbval-current-env -q
+	POISONLIB_RESULTS=$(SMOKE)/results-nbval $(BIN)/pytest tests book/executed --nbval-lax --nbval-current-env -q --durations=15
 
 benchmark: install
 	$(BIN)/python benchmarks/gc_step.py
