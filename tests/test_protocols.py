@@ -170,3 +170,19 @@ def test_same_config_and_seed_give_the_same_numbers_from_scratch(tmp_path, proto
     recs = [gc_cell("mnist", "nn", 0.5, 0.1, profile="smoke", protocol=protocol, gc_epochs=5, results_dir=str(tmp_path / str(i)),
                     progress=False)["metrics"] for i in range(2)]
     assert recs[0] == recs[1]
+
+
+def test_calibration_table_and_summary_read_the_records():
+    info = [{"label": "MNIST NN", "dataset": "mnist", "model": "nn", "eps_w": 0.5, "scale": 1.0, "paper_tau": 2.48, "requested": -20.03,
+             "lit": {"target_drop": -58.7, "tau2": 17.1},
+             "cal": {"target_drop": -21.2, "tau2": 2.25, "eps_w_calibrated": 0.2414,
+                     "calibration": {"val_drop": -20.33, "tolerance_met": True, "reachable": True}}},
+            {"label": "MNIST CNN", "dataset": "mnist", "model": "cnn", "eps_w": 0.5, "scale": 1.0, "paper_tau": None, "requested": -24.78,
+             "lit": "not run at this profile: x", "cal": "not run at this profile: x"}]
+    t = report.calibration_table(info)
+    assert t.loc[0, "calibrated ε_w"] == "0.241" and t.loc[0, "tolerance met"] == "yes" and t.loc[0, "calibrated: val drop (%)"] == "-20.33"
+    assert t.loc[1, "note"].startswith("not run") and t.loc[1, "calibrated ε_w"] == "–"
+    lines = report.calibration_summary("paper", info)
+    # |−58.7 − (−20.03)| = 38.67 and |−21.2 − (−20.03)| = 1.17, computed here by hand
+    assert "1 of 1" in lines[0] and "38.67" in lines[0] and "1.17" in lines[0]
+    assert "ε_w 0.5 → 0.241" in lines[1]
