@@ -228,7 +228,7 @@ def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = 
     dev = resolve_device(device)
     rec = gc_cell(dataset, model, eps_w, eps_d, seed=seed, profile=prof, gc_options={"clip": "range"} if clip else None, data_root=data_root,
                   device=device, results_dir=results_dir, progress=progress, keep_poisons=True, protocol=proto)
-    p = torch.load(rec["poisons"], map_location="cpu", weights_only=False)
+    p = torch.load(rec["poisons"], map_location="cpu", weights_only=True)
     ds = load_for_profile(dataset, prof, data_root, proto)
     attacked = model_for(model, ds)
     attacked.load_state_dict(p["retrained"])  # the model GC's cell trained on clean ∪ poisons

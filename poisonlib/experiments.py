@@ -358,7 +358,7 @@ def clean_and_target(
     path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
     clean, tgt = model_for(model, ds), model_for(model, ds)
     if os.path.exists(path):
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         clean.load_state_dict(state["clean"])
         tgt.load_state_dict(state["target"])
         return clean.eval(), tgt.eval(), {**state["info"], "n_train": len(ds.x_train)}
@@ -454,7 +454,7 @@ def clean_model(ds, model: str, train_config: TrainConfig, *, seed: int = 0, dat
     path = os.path.join(results_dir or default_results_dir(), "models", "clean-" + config_hash(key) + ".pt")
     m = model_for(model, ds, seed=seed)
     if os.path.exists(path):
-        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["clean"])
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["clean"])
         return m.to(resolve_device(device))
     m, _ = train(m, ds.x_train, ds.y_train, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="clean model")
     atomic_torch_save({"clean": {k: v.cpu() for k, v in m.state_dict().items()}, "key": key}, path)

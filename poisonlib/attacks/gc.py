@@ -478,7 +478,7 @@ def _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history) -> int:
     """Load a checkpoint of the same ``config`` into the live state; return the epoch reached."""
     if not checkpoint or not os.path.exists(checkpoint):
         return 0
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state.get("config") != config:
         raise PoisonlibError(f"checkpoint {checkpoint!r} belongs to another GC configuration; delete it or pass another path")
     with torch.no_grad():
