@@ -81,6 +81,40 @@ def test_gc_gradient_methods_agree_and_match_finite_differences(mnist, lr_target
     tgt.float()
 
 
+@pytest.mark.parametrize("task, subset, bias", [("multiclass", "all", True), ("multiclass", "first", True), ("binary", "all", True),
+                                                 ("binary", "all", False), ("regression", "all", True), ("regression", "first", False)])
+def test_closed_form_gc_gradient_matches_autograd(task, subset, bias):
+    """The linear closed form (Eq. 34 in matrix products) against reverse-over-reverse
+    autograd in float64, features and (regression) labels, with and without the bias."""
+    from poisonlib.attacks.gc import resolve_method
+    from poisonlib.models import build_model
+
+    k = 7 if task == "multiclass" else 1
+    m = build_model("linreg" if task == "regression" else "lr", (1, 4, 5), k, seed=0, bias=bias).double()
+    w = target_params(m, subset)
+    gen = torch.Generator().manual_seed(0)
+    g_mu = {name: torch.randn(v.shape, generator=gen, dtype=torch.float64) for name, v in w.items()}
+    x = 3 * torch.randn(23, 1, 4, 5, generator=gen, dtype=torch.float64)
+    y = {"multiclass": torch.randint(0, k, (23,), generator=gen), "binary": torch.randint(0, 2, (23,), generator=gen).double(),
+         "regression": torch.randn(23, generator=gen, dtype=torch.float64)}[task]
+    labels = task == "regression"
+    assert resolve_method(m, w) == "closed_form"
+    (ga, oa), (gb, ob) = (gc_gradient(m, w, x, y, g_mu, 0.4, task, meth, labels) for meth in ("double_backward", "closed_form"))
+    for a, b in zip(ga if labels else (ga,), gb if labels else (gb,)):
+        assert a.shape == b.shape and float((a - b).abs().max() / a.abs().max()) < 1e-12
+    assert float(oa) == pytest.approx(float(ob), rel=1e-12)
+
+
+def test_closed_form_refuses_a_nonlinear_model(mnist):
+    from poisonlib.attacks.gc import resolve_method
+    from poisonlib.models import model_for
+
+    net = model_for("nn", mnist, seed=0)
+    assert resolve_method(net, target_params(net)) == "double_backward"
+    with pytest.raises(PoisonlibError, match="method 'closed_form' needs a linear model"):
+        resolve_method(net, target_params(net), "closed_form")
+
+
 def test_n_poison_points():
     assert n_poison_points(0.03, 2800) == 84 and n_poison_points(1e-9, 10) == 1 and n_poison_points(2.5, 100) == 250
     with pytest.raises(PoisonlibError, match="eps_d must be a finite number > 0, got -0.1"):

@@ -80,18 +80,19 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
-from ..models import loss_fn
+from ..models import LinearModel, loss_fn
 from ..results import atomic_torch_save
 from ..train import resolve_device, show_progress
 
 ADAM_LR, ADAM_BETA1, ADAM_BETA2 = 0.1, 0.5, 0.9  # measured, see the module docstring
 SCALINGS = ("per_point", "mean", "sum")
-METHODS = ("double_backward", "jvp")
+METHODS = ("auto", "closed_form", "double_backward", "jvp")
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "paper")
 CLIPS = (None, "box", "range")
 SCHEDULES = ("cosine", "constant")
@@ -125,6 +126,9 @@ DEFAULTS_KEY = dict(optimizer="adam", lr=ADAM_LR, betas=(ADAM_BETA1, ADAM_BETA2)
 #: J_jᵀ r relative to the residual, scale-free) is below ``STATIONARY_RTOL``
 #: (full batch only; with mini-batches only the first test applies).
 CONVERGED_RTOL = 1e-4
+#: The loop reads the objective back from the device (and checks it is finite) every
+#: ``SYNC_EVERY`` epochs, not every step: on a GPU a per-step ``float()`` stalls the queue.
+SYNC_EVERY = 50
 STATIONARY_RTOL = 1e-2
 
 
@@ -167,16 +171,32 @@ def _box_bounds(clip, box, x_clean):
     return None, None
 
 
-def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="double_backward", wrt_labels: bool = False):
+def resolve_method(model, params, method: str = "auto") -> str:
+    """``"auto"``: ``"closed_form"`` for a :class:`~poisonlib.models.LinearModel`, else ``"double_backward"``."""
+    check_choice("method", method, METHODS)
+    linear = isinstance(model, LinearModel) and set(params) <= {"weight", "bias"}
+    if method == "closed_form" and not linear:
+        raise PoisonlibError(f"method 'closed_form' needs a linear model (lr, linreg), not {type(model).__name__}")
+    if method == "auto":
+        return "closed_form" if linear else "double_backward"
+    return method
+
+
+def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="auto", wrt_labels: bool = False):
     """(∂𝓛/∂x_p, 𝓛) at poisons ``x_p`` for 𝓛 = ½‖g(μ) + eps · g(ν̂)‖² (Eq. 33, 34).
 
     ``double_backward`` differentiates through the poison gradient built with
     ``create_graph=True`` (reverse-over-reverse). ``jvp`` computes r = g(μ) +
     eps g(ν̂) first, then ∇_x eps ⟨g(ν̂), stop_grad(r)⟩ with the directional
     derivative ⟨∇_w ℓ, r⟩ from ``torch.func.jvp`` (reverse-over-forward).
-    Both give the same vector. With ``wrt_labels`` (continuous labels, i.e.
+    ``closed_form`` (linear models; what ``auto`` picks for them) evaluates
+    Eq. (34) in matrix products, see :func:`linear_gc_gradient`.
+    All give the same vector. With ``wrt_labels`` (continuous labels, i.e.
     regression) the first element is the pair (∂𝓛/∂x_p, ∂𝓛/∂y_p).
     """
+    method = resolve_method(model, params, method)
+    if method == "closed_form":
+        return linear_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, wrt_labels)
     loss = loss_fn(task)
     names = list(params)
     argnums = (0, 1) if wrt_labels else 0
@@ -199,6 +219,51 @@ def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="double_backwar
     obj = 0.5 * sum(((g_mu[k] + eps * g) ** 2).sum() for k, g in zip(names, gp))
     g = torch.autograd.grad(obj, [x_p, y_p] if wrt_labels else [x_p])
     return (tuple(g) if wrt_labels else g[0]), obj.detach()
+
+
+def linear_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, wrt_labels: bool = False):
+    """:func:`gc_gradient` for a linear model h = W x + b, in closed form.
+
+    With δ_j = ∂ℓ/∂h at poison j (softmax p_j − e_{y_j}, σ(h_j) − y_j, or h_j − y_j)
+    and c = eps / n_p, the residual is r = (R_W, R_b) = g(μ) + c Σ_j (δ_j x_jᵀ, δ_j)
+    (Eq. 33) and ⟨r, ∇_w ℓ(z_j)⟩ = δ_jᵀ u_j with u_j = R_W x_j + R_b, so Eq. (34) is
+
+        ∂𝓛/∂x_j = c (Wᵀ H_j u_j + R_Wᵀ δ_j),   H_j = ∂δ_j/∂h = ∇²_h ℓ(z_j)
+
+    (H_j u = p ⊙ u − p (pᵀu) for softmax, σ'(h) u for the logistic loss, u for
+    squares) and, for regression labels, ∂𝓛/∂y_j = −c u_j: four matrix products
+    over the poisons where the autograd step builds and differentiates a graph.
+    Parameters absent from ``params`` (``params="first"``) leave their block of r out.
+    """
+    W = params.get("weight", model.weight).detach()
+    bias = params.get("bias", model.bias)
+    X = x_p.flatten(1)
+    h = F.linear(X, W, None if bias is None else bias.detach())
+    if task == "multiclass":
+        p = torch.softmax(h, dim=1)
+        delta = p.clone()
+        delta[torch.arange(len(X), device=X.device), y_p] -= 1
+    elif task == "binary":
+        p = torch.sigmoid(h)
+        delta = p - y_p.to(h.dtype).reshape(-1, 1)
+    else:
+        delta = h - y_p.to(h.dtype).reshape(-1, 1)
+    c = eps / len(X)
+    r_w = g_mu["weight"] + c * (delta.T @ X) if "weight" in params else None
+    r_b = g_mu["bias"] + c * delta.sum(0) if "bias" in params else None
+    obj = 0.5 * sum((t * t).sum() for t in (r_w, r_b) if t is not None)
+    u = (X @ r_w.T if r_w is not None else torch.zeros_like(h)) + (r_b if r_b is not None else 0)
+    if task == "multiclass":
+        s = p * u - p * (p * u).sum(1, keepdim=True)
+    elif task == "binary":
+        s = p * (1 - p) * u
+    else:
+        s = u
+    gx = s @ W if r_w is None else torch.cat([s, delta], 1) @ torch.cat([W, r_w], 0)
+    gx = (c * gx).reshape(x_p.shape)
+    if wrt_labels:
+        return (gx, (-c * u).reshape(y_p.shape)), obj.detach()
+    return gx.detach(), obj.detach()
 
 
 def _init_poisons(x_clean, y_clean, n_p, seed):
@@ -229,7 +294,7 @@ def gradient_canceling(
     box: tuple[float, float] | None = None,
     seed: int = 0,
     device: str = "auto",
-    method: str = "double_backward",
+    method: str = "auto",
     optimize_labels: bool = False,
     batch_size: int | None = None,
     checkpoint: str | None = None,
@@ -295,8 +360,9 @@ def gradient_canceling(
         when features are unbounded, as the theory assumes.
     seed : int, default 0
         Seeds the choice of the clean points the poisons start from.
-    method : {"double_backward", "jvp"}, default "double_backward"
-        See :func:`gc_gradient`.
+    method : {"auto", "closed_form", "double_backward", "jvp"}, default "auto"
+        How the GC gradient is computed (:func:`gc_gradient`); ``"auto"`` is the
+        closed form for linear models and reverse-over-reverse otherwise.
     optimize_labels : bool, default False
         Also move the poisons' (continuous) labels, Sec. 4 "we may choose to
         optimize both the feature x and label y"; regression only.
@@ -341,7 +407,7 @@ def gradient_canceling(
     check_choice("schedule", opts["schedule"], SCHEDULES)
     if opts["clip"] not in CLIPS:
         raise PoisonlibError(f"unknown clip {opts['clip']!r}; choose from: None, 'box', 'range'")
-    check_choice("method", method, METHODS)
+    method = resolve_method(target, target_params(target, opts["params"]), method)
     if optimize_labels and task != "regression":
         raise PoisonlibError(f"optimize_labels needs continuous labels (task 'regression'), not {task!r}")
     epochs = check_int("epochs", epochs, minimum=0)
@@ -389,13 +455,24 @@ def gradient_canceling(
     def evaluate(xb, yb, idx, weight):
         """GC gradient of the (batch) objective into ``.grad``, scaled; returns 𝓛 of the batch."""
         grads, obj = gc_gradient(target, w, xb, yb, g_mu, eps, task, method, optimize_labels)
-        if not math.isfinite(float(obj)):
-            raise PoisonlibError(f"GC diverged (objective {float(obj)}); lower lr={lr_}")
         gx, gy = grads if optimize_labels else (grads, None)
         x_p.grad = _scatter(weight * gx, idx, x_p)
         if optimize_labels:
             y_p.grad = _scatter(weight * gy, idx, y_p)
         return obj
+
+    pending = []  # epoch objectives not yet read back: the loop syncs with the device every SYNC_EVERY epochs only
+
+    def flush(epoch):
+        vals = torch.stack(pending).double().cpu().tolist() if pending else []
+        pending.clear()
+        for k, v in enumerate(vals):
+            if not math.isfinite(v):
+                raise PoisonlibError(f"GC diverged (objective {v} at epoch {epoch - len(vals) + k + 1}); lower lr={lr_}")
+            history["objective"].append(v)
+            history["residual"].append(math.sqrt(2 * v))
+        if vals:
+            bar.set_postfix(residual=f"{history['residual'][-1]:.3g}")
 
     for epoch in bar:
         objs = []
@@ -403,7 +480,7 @@ def gradient_canceling(
             def closure(objs=objs):
                 obj = evaluate(x_p.detach(), y_p.detach(), None, scale)
                 if not objs:  # the epoch's objective: before its step (the line search evaluates more)
-                    objs.append(float(obj))
+                    objs.append(obj)
                 return scale * obj
 
             opt.step(closure)
@@ -416,15 +493,15 @@ def gradient_canceling(
                 yb = y_p.detach() if idx is None else y_p.detach()[idx]
                 # the batch stands in for all poisons: eps * mean over the batch
                 opt.zero_grad(set_to_none=True)
-                objs.append(float(evaluate(xb, yb, idx, scale * len(xb) / n_p)))
+                objs.append(evaluate(xb, yb, idx, scale * len(xb) / n_p))
                 opt.step()
                 _project(x_p, lo, hi)
         sched.step()
-        obj = sum(objs) / len(objs)
-        history["objective"].append(obj)
-        history["residual"].append(math.sqrt(2 * obj))
-        bar.set_postfix(residual=f"{history['residual'][-1]:.3g}")
-        if checkpoint and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+        pending.append(objs[0] if len(objs) == 1 else torch.stack(objs).mean())
+        save = checkpoint and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs)
+        if save or (epoch + 1) % SYNC_EVERY == 0 or epoch + 1 == epochs:
+            flush(epoch)
+        if save:
             atomic_torch_save(dict(config=config, epoch=epoch + 1, x=x_p.detach().cpu(), y=y_p.detach().cpu(), opt=opt.state_dict(), sched=sched.state_dict(), history=history), checkpoint)
 
     stat = None
