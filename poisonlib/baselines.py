@@ -158,22 +158,29 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
+def attack_config(dataset: str, model: str, eps_w, eps_d, attack: str, *, seed: int = 0, profile="cpu", target: str = "gradpc",
+                  attack_options: dict | None = None, data_root=None, device="auto", protocol="paper") -> dict:
+    """What an :func:`attack_cell` record is keyed by (``results/<attack>/<config_hash>.json``)."""
+    prof = get_profile(profile)
+    config = dict(
+        dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=seed,
+        target=target, profile=prof.cell_config(model, dataset),
+        options={**prof.attack_options(attack, model), **(attack_options or {})},
+        data="embedded" if data_root is None else "full", device=str(resolve_device(device)),
+        protocol=get_protocol(protocol).key(),
+    )
+    if target in ("tgda", "labelflip"):
+        config[target] = prof.attack_options(target, model)
+    return config
+
+
 def attack_cell(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, force: bool = False, results_dir=None, progress=None,
                 **options) -> dict:
     """:func:`run_attack` cached in the results store as experiment ``attack``."""
     bound = inspect.signature(run_attack).bind(dataset, model, eps_w, eps_d, attack, **options)
     bound.apply_defaults()
     a = dict(bound.arguments)
-    prof = get_profile(a["profile"])
-    config = dict(
-        dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), seed=a["seed"],
-        target=a["target"], profile=prof.cell_config(model, dataset),
-        options={**prof.attack_options(attack, model), **(a["attack_options"] or {})},
-        data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
-        protocol=get_protocol(a["protocol"]).key(),
-    )
-    if a["target"] in ("tgda", "labelflip"):
-        config[a["target"]] = prof.attack_options(a["target"], model)
+    config = attack_config(**{k: a[k] for k in inspect.signature(attack_config).parameters})
 
     def compute():
         return run_attack(**{**a, "results_dir": results_dir, "progress": progress})[0]
@@ -246,16 +253,23 @@ def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = 
     return out
 
 
+def defense_config(dataset: str, model: str, eps_w, eps_d, *, clip: bool = False, seed: int = 0, profile="cpu", data_root=None,
+                   device="auto", protocol="paper") -> dict:
+    """What a :func:`defense_cell` record is keyed by (``results/defense/<config_hash>.json``)."""
+    if isinstance(eps_d, str):
+        raise PoisonlibError(f"defense cells take a numeric eps_d, got {eps_d!r}")
+    prof = get_profile(profile)
+    return dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=float(eps_d), clip=bool(clip), seed=seed,
+                profile=prof.cell_config(model, dataset), options=prof.attack_options("defense", model),
+                data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=get_protocol(protocol).key())
+
+
 def defense_cell(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = False, seed: int = 0, profile="cpu", data_root=None,
                  device="auto", results_dir=None, force: bool = False, progress=None, protocol="paper") -> dict:
     """:func:`run_defenses` (all three defenses) cached as experiment ``"defense"``."""
     prof = get_profile(profile)
     proto = get_protocol(protocol)
-    if isinstance(eps_d, str):
-        raise PoisonlibError(f"defense cells take a numeric eps_d, got {eps_d!r}")
-    config = dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), eps_d=float(eps_d), clip=bool(clip), seed=seed,
-                  profile=prof.cell_config(model, dataset), options=prof.attack_options("defense", model),
-                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=proto.key())
+    config = defense_config(dataset, model, eps_w, eps_d, clip=clip, seed=seed, profile=prof, data_root=data_root, device=device, protocol=proto)
 
     def compute():
         return run_defenses(dataset, model, eps_w, eps_d, clip=clip, seed=seed, profile=prof, data_root=data_root, device=device,

@@ -472,6 +472,18 @@ def scale_last_layer(model: torch.nn.Module, factor: float) -> torch.nn.Module:
     return model
 
 
+def target_config(dataset: str, model: str, eps_w, profile, *, target="gradpc", noise="parameter", scale=1.0, seed=0,
+                  eps_w_norm="absolute", data_root=None, device="auto", protocol: str | Protocol = "paper") -> dict:
+    """What a :func:`target_cell` record is keyed by (``results/target/<config_hash>.json``)."""
+    prof = get_profile(profile)
+    config = dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
+                  noise=noise if target == "randompc" else None, profile=prof.cell_config(model), **({"seed": seed} if seed else {}),
+                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=get_protocol(protocol).key())
+    if target in ("tgda", "labelflip"):
+        config[target] = prof.attack_options(target, model)
+    return config
+
+
 def target_cell(dataset: str, model: str, eps_w: float, profile="cpu", *, target="gradpc", noise="parameter", scale=1.0, seed=0,
                 eps_w_norm="absolute", data_root=None, device="auto", results_dir=None, force=False, progress=None,
                 protocol: str | Protocol = "paper") -> dict:
@@ -480,11 +492,8 @@ def target_cell(dataset: str, model: str, eps_w: float, profile="cpu", *, target
     ``seed`` seeds the clean model and the corruption (GC cells use seed 0's target)."""
     prof = get_profile(profile)
     proto = get_protocol(protocol)
-    config = dict(dataset=dataset, model=model, eps_w=_eps_w_key(eps_w), target=target, eps_w_norm=eps_w_norm, scale=float(scale),
-                  noise=noise if target == "randompc" else None, profile=prof.cell_config(model), **({"seed": seed} if seed else {}),
-                  data="embedded" if data_root is None else "full", device=str(resolve_device(device)), protocol=proto.key())
-    if target in ("tgda", "labelflip"):
-        config[target] = prof.attack_options(target, model)
+    config = target_config(dataset, model, eps_w, prof, target=target, noise=noise, scale=scale, seed=seed, eps_w_norm=eps_w_norm,
+                           data_root=data_root, device=device, protocol=proto)
 
     def compute():
         ds = load_for_profile(dataset, prof, data_root, proto)
@@ -723,6 +732,26 @@ def poison_examples(res, ds, k: int = 8) -> dict:
     return {"shape": list(ds.input_shape), "label": res.y[:k].tolist(), "clean": as_list(clean), "poison": as_list(res.x[:k])}
 
 
+def gc_config(dataset: str, model: str, eps_w, eps_d, *, seed: int = 0, profile: str | Profile = "cpu", target: str = "gradpc",
+              eps_w_norm: str = "absolute", scale: float = 1.0, gc_epochs: int | None = None, gc_options: dict | None = None,
+              data_root: str | None = None, device: str = "auto", protocol: str | Protocol = "paper") -> dict:
+    """What a :func:`gc_cell` record is keyed by (``results/gc/<config_hash>.json``): the cell,
+    the part of the profile that shapes it, the device, the protocol's factors and GC's defaults."""
+    prof = get_profile(profile)
+    config = dict(dataset=dataset, model=model, seed=seed, target=target, eps_w_norm=eps_w_norm, gc_epochs=gc_epochs)
+    if scale != 1.0:
+        config["scale"] = float(scale)
+    if target in ("tgda", "labelflip"):
+        config[target] = prof.attack_options(target, model)
+    config.update(
+        eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
+        gc_options=gc_options or {},
+        data="embedded" if data_root is None else "full", device=str(resolve_device(device)),
+        protocol=get_protocol(protocol).key(), gc_defaults=GC_DEFAULTS_KEY,  # a new GC default recomputes the cell
+    )
+    return config
+
+
 def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None,
             keep_poisons: bool = False, **options) -> dict:
     """:func:`run_gc` cached in the results store as experiment ``"gc"``; returns the record.
@@ -738,18 +767,7 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     bound = inspect.signature(run_gc).bind(dataset, model, eps_w, eps_d, **options)
     bound.apply_defaults()
     a = dict(bound.arguments)
-    prof = get_profile(a["profile"])
-    config = {k: a[k] for k in ("dataset", "model", "seed", "target", "eps_w_norm", "gc_epochs")}
-    if a["scale"] != 1.0:
-        config["scale"] = float(a["scale"])
-    if a["target"] in ("tgda", "labelflip"):
-        config[a["target"]] = prof.attack_options(a["target"], model)
-    config.update(
-        eps_w=_eps_w_key(eps_w), eps_d=eps_d if isinstance(eps_d, str) else float(eps_d), profile=prof.cell_config(model, dataset),
-        gc_options=a["gc_options"] or {},
-        data="embedded" if a["data_root"] is None else "full", device=str(resolve_device(a["device"])),
-        protocol=get_protocol(a["protocol"]).key(), gc_defaults=GC_DEFAULTS_KEY,  # a new GC default recomputes the cell
-    )
+    config = gc_config(**{k: a[k] for k in inspect.signature(gc_config).parameters})
 
     root = results_dir or default_results_dir()
     ckpt = os.path.join(root, "checkpoints", f"gc-{config_hash(config)}.pt")
