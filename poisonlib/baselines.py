@@ -16,7 +16,7 @@ import inspect
 
 import torch
 
-from ._validation import PoisonlibError, check_choice
+from ._validation import PoisonlibError, check_choice, check_poison_memory, check_positive
 from .experiments import (
     clean_and_target,
     compare_to_target,
@@ -32,7 +32,7 @@ from .attacks.gc import n_poison_points
 from .grads import mixed_gradient_norm
 from .models import model_for
 from .protocols import finite_poisons, get_protocol
-from .results import cached_run
+from .results import cached_run, load_torch
 from .train import evaluate, resolve_device
 
 ATTACKS = ("tgda", "gm", "kkt", "mt")
@@ -121,6 +121,8 @@ def run_attack(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, se
     proto = get_protocol(protocol)
     dev = resolve_device(device)
     ds = load_for_profile(dataset, prof, data_root, proto)
+    if not isinstance(eps_d, str):  # size the poison set before training anything
+        check_poison_memory(check_positive("eps_d", eps_d), len(ds.x_train), ds.n_features, dev)
     clean, tgt, info = clean_and_target(ds, model, eps_w, prof, target=target, data_root=data_root, device=dev, results_dir=results_dir,
                                         progress=progress, protocol=proto)
     eps = resolve_eps_d(eps_d, info)
@@ -233,9 +235,13 @@ def run_defenses(dataset: str, model: str, eps_w: float, eps_d, *, clip: bool = 
     prof = get_profile(profile)
     proto = get_protocol(protocol)
     dev = resolve_device(device)
-    rec = gc_cell(dataset, model, eps_w, eps_d, seed=seed, profile=prof, gc_options={"clip": "range"} if clip else None, data_root=data_root,
-                  device=device, results_dir=results_dir, progress=progress, keep_poisons=True, protocol=proto)
-    p = torch.load(rec["poisons"], map_location="cpu", weights_only=True)
+    gc_kw = dict(seed=seed, profile=prof, gc_options={"clip": "range"} if clip else None, data_root=data_root, device=device,
+                 results_dir=results_dir, progress=progress, keep_poisons=True, protocol=proto)
+    rec = gc_cell(dataset, model, eps_w, eps_d, **gc_kw)
+    p = load_torch(rec["poisons"], ("x", "y", "retrained"))
+    if p is None:  # corrupt and quarantined: the GC cell recomputes its poisons
+        rec = gc_cell(dataset, model, eps_w, eps_d, **gc_kw)
+        p = load_torch(rec["poisons"], ("x", "y", "retrained"))
     ds = load_for_profile(dataset, prof, data_root, proto)
     attacked = model_for(model, ds)
     attacked.load_state_dict(p["retrained"])  # the model GC's cell trained on clean ∪ poisons

@@ -156,13 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol(run)
 
     rep = sub.add_parser("report", help="every number of the paper's Tables 1-10 beside ours, with verdicts",
-                         description="Load (or run, where missing) every table's grid at a profile, print a summary of the verdicts "
-                         "and the qualitative claims, and write results/report.csv and results/report.json.")
+                         description="Read every table's grid at a profile from the results store, list the cells it lacks with the "
+                         "command that computes them (--run computes them), print a summary of the verdicts and the qualitative "
+                         "claims, and write results/report.csv and results/report.json.")
+    rep.add_argument("--run", action="store_true", help="compute the cells missing from the store first (minutes to hours)")
     rep.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     rep.add_argument("--data-root", default=None, help="folder with the full datasets (paper profile, CIFAR-10, TinyImageNet)")
     rep.add_argument("--all", action="store_true", help="print every entry, not only the summary")
     _add_protocol(rep, both=True)
+
+    from .fetch import FETCHABLE
+
+    data = sub.add_parser("data", help="fetch the full datasets (the only command that downloads)",
+                          description="Download a full dataset into --data-root, where --data-root finds it. Nothing else downloads.")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    dsub.required = True
+    fetch = dsub.add_parser("fetch", help="download MNIST or CIFAR-10 (torchvision) or TinyImageNet (official zip, MD5-checked)",
+                            description="Download a dataset into DATA_ROOT in the layout the loaders read (see the README).")
+    fetch.add_argument("dataset", choices=list(FETCHABLE), metavar="DATASET", help=f"one of {', '.join(FETCHABLE)}")
+    fetch.add_argument("--data-root", required=True, help="folder to put the dataset in")
 
     sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
     return parser
@@ -255,15 +268,40 @@ def _dump_json(obj, path):
 
 
 def _load_checkpoint(model, path: str, name: str):
+    """``model`` with the parameters of ``path`` (a torch state dict, or an ``.npz`` of arrays
+    by name); anything else -- a missing, truncated or foreign file, pickled code, arrays
+    that do not fit ``model`` -- raises :class:`PoisonlibError` naming the file."""
+    import pickle
+    import warnings
+    import zipfile
+
     import torch
+
+    from .results import unsafe_pickle
 
     if not os.path.exists(path):
         raise PoisonlibError(f"checkpoint {path!r} does not exist")
-    if path.endswith(".npz"):
-        with np.load(path) as f:
-            state = {k: torch.as_tensor(f[k]) for k in f.files}
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    if os.path.isdir(path):
+        raise PoisonlibError(f"checkpoint {path!r} is a folder; give a .pt state dict or an .npz file")
+    allowed = "a torch state dict (.pt) or an .npz of arrays by name"
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                state = {k: torch.as_tensor(f[k]) for k in f.files}
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = unsafe_pickle(e, path)
+        raise PoisonlibError(f"refusing checkpoint {path!r}: {why}" if why else f"checkpoint {path!r} is not {allowed}") from None
+    except (OSError, EOFError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
+        raise PoisonlibError(f"checkpoint {path!r} is not {allowed} ({type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or ['the file ends early'])[0][:120]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # {"state_dict": ...} as many trainers save
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise PoisonlibError(f"checkpoint {path!r} holds {type(state).__name__}, not {allowed}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -345,12 +383,19 @@ def cmd_report(args) -> int:
     import pandas as pd
 
     from . import reproduction
+    from .results import default_results_dir
 
     protocols = ["paper", "released"] if args.protocol == "both" else [args.protocol]
-    es = []
+    es, missing = [], []
     for proto in protocols:
-        rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device, protocol=proto)
+        rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device, protocol=proto, compute=args.run)
         es += reproduction.entries(rows, args.profile, proto)
+        missing += reproduction.missing_cells(rows)
+    if missing:
+        print(f"the store ({default_results_dir()}) lacks {sum(m['cells'] for m in missing)} cells; nothing was computed (--run computes them):")
+        for m in missing:
+            print(f"  {m['command']:<62} # {m['cells']} cells, e.g. {m['examples'][0]}")
+        print()
     cl = reproduction.claims(es)
     csv, js = reproduction.write(es, cl)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
@@ -360,6 +405,14 @@ def cmd_report(args) -> int:
         print()
         print(pd.DataFrame(cl).to_string(index=False))
     print(f"wrote {csv} and {js}", file=sys.stderr)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .fetch import fetch
+
+    folder = fetch(args.dataset, args.data_root)
+    print(f"{args.dataset}: files in {folder}; use --data-root {args.data_root}")
     return 0
 
 
@@ -380,8 +433,13 @@ def cmd_list(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command]
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status:
+    0, or 2 for bad input (one line on stderr, nothing written)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help, --version (0) and bad arguments (2)
+        return e.code if isinstance(e.code, int) else 2
+    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list}[args.command]
     try:
         return handler(args)
     except PoisonlibError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,12 +116,29 @@ def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0
         (used by the ``smoke`` profile).
     """
     if isinstance(name, str) and name.endswith(".npz"):
-        ds = load_npz(name, split_seed=split_seed)
+        ds = _readable(lambda: load_npz(name, split_seed=split_seed), f"dataset file {name!r}", "an .npz of arrays x_train, y_train, x_test, y_test")
     else:
-        ds = DATASETS.get(name)(data_root=data_root, split_seed=split_seed)
+        loader = DATASETS.get(name)
+        if data_root is None:
+            ds = loader(data_root=data_root, split_seed=split_seed)
+        else:  # files someone put there: a wrong or damaged one is an input error, not a crash
+            ds = _readable(lambda: loader(data_root=data_root, split_seed=split_seed), f"the {name} files under data_root={data_root!r}",
+                           f"the files torchvision writes (poisonlib data fetch {name} --data-root DIR)" if name in ("mnist", "mnist17", "cifar10", "tinyimagenet")
+                           else "the dataset's files")
     if n_train is not None:
         ds = subsample_train(ds, check_int("n_train", n_train, minimum=1), seed=split_seed)
     return ds
+
+
+def _readable(load, what: str, expected: str):
+    """``load()``, with any failure to read files turned into a one-line :class:`PoisonlibError`."""
+    try:
+        return load()
+    except PoisonlibError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy, pickle, PIL and torchvision raise many kinds on foreign files
+        first = (str(e).strip().splitlines() or ["their content is not in the expected format"])[0][:160]
+        raise PoisonlibError(f"{what} cannot be read ({type(e).__name__}: {first}); expected {expected}") from None
 
 
 def subsample_train(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -256,11 +274,32 @@ def _need_root(name: str, data_root: str | None, how: str) -> str:
 
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR-10 batch (the python version torchvision downloads): uint8 (N, 3, 32, 32), labels."""
-    import pickle
-
     with open(path, "rb") as f:
-        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="latin1").items()}
+        unpickler = _ArrayUnpickler(f, encoding="latin1")
+        unpickler.path = path
+        d = unpickler.load()
+    if not isinstance(d, dict):
+        raise PoisonlibError(f"{path!r} holds {type(d).__name__}, not a CIFAR-10 batch (a dict with data and labels)")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    missing = [k for k in ("data", "labels") if k not in d]
+    if missing:
+        raise PoisonlibError(f"{path!r} is not a CIFAR-10 batch: it lacks {', '.join(missing)}")
     return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"], dtype=np.int64)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numpy arrays only (a CIFAR-10 batch), so that a
+    planted file under ``data_root`` cannot run code: any other global is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+               ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise PoisonlibError(f"refusing {getattr(self, 'path', 'a pickle')!r}: it imports {module}.{name}, "
+                             "and a CIFAR-10 batch holds only arrays, labels and names (it could run code)")
 
 
 @register_dataset("cifar10")

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from ._validation import PoisonlibError, check_choice, check_positive
+from ._validation import PoisonlibError, check_choice, check_poison_memory, check_positive
 from .attacks.gc import DEFAULTS_KEY as GC_DEFAULTS_KEY
 from .attacks.gc import gradient_canceling
 from .attacks.gradpc import gradpc, randompc
 from .grads import global_norm, mixed_gradient_norm
 from .models import model_for
 from .protocols import Protocol, finite_poisons, get_protocol
-from .results import atomic_torch_save, cached_run, config_hash, default_results_dir
+from .results import atomic_torch_save, cached_run, config_hash, default_results_dir, load_torch, quarantine, read_json
 from .theory import tau_model
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -357,10 +357,8 @@ def clean_and_target(
         key["scale"] = scale
     path = os.path.join(results_dir or default_results_dir(), "models", config_hash(key) + ".pt")
     clean, tgt = model_for(model, ds), model_for(model, ds)
-    if os.path.exists(path):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        clean.load_state_dict(state["clean"])
-        tgt.load_state_dict(state["target"])
+    state = _load_models(path, ("clean", "target", "info"), clean=clean, target=tgt)
+    if state is not None:
         return clean.eval(), tgt.eval(), {**state["info"], "n_train": len(ds.x_train)}
     clean = clean_model(ds, model, tcfg, seed=target_seed, data_root=data_root, device=device, results_dir=results_dir, progress=progress)
     if eps_w == CALIBRATED:
@@ -453,12 +451,27 @@ def clean_model(ds, model: str, train_config: TrainConfig, *, seed: int = 0, dat
     key = dict(kind="clean", **_data_key(ds, data_root), model=model, train=train_config.as_dict(), seed=seed)
     path = os.path.join(results_dir or default_results_dir(), "models", "clean-" + config_hash(key) + ".pt")
     m = model_for(model, ds, seed=seed)
-    if os.path.exists(path):
-        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["clean"])
+    if _load_models(path, ("clean",), clean=m) is not None:
         return m.to(resolve_device(device))
     m, _ = train(m, ds.x_train, ds.y_train, ds.task, **train_config.as_dict(), seed=seed, device=device, progress=progress, desc="clean model")
     atomic_torch_save({"clean": {k: v.cpu() for k, v in m.state_dict().items()}, "key": key}, path)
     return m
+
+
+def _load_models(path: str, keys: tuple, **models) -> dict | None:
+    """A cached ``.pt`` of the store loaded into ``models`` (``name=module``: ``state[name]``
+    is its state dict); ``None`` if there is none, or if it is corrupt or does not fit the
+    models (then it is quarantined and the caller recomputes it)."""
+    state = load_torch(path, keys)
+    if state is None:
+        return None
+    try:
+        for name, m in models.items():
+            m.load_state_dict(state[name])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        quarantine(path, f"does not fit the model ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})")
+        return None
+    return state
 
 
 def scale_last_layer(model: torch.nn.Module, factor: float) -> torch.nn.Module:
@@ -648,6 +661,8 @@ def run_gc(
     proto = get_protocol(protocol)
     dev = resolve_device(device)
     ds = load_for_profile(dataset, prof, data_root, proto)
+    if not isinstance(eps_d, str):  # size the poison set before training anything
+        check_poison_memory(check_positive("eps_d", eps_d), len(ds.x_train), ds.n_features, dev)
     _, tgt, info = clean_and_target(
         ds, model, eps_w, prof, target=target, eps_w_norm=eps_w_norm, scale=scale, data_root=data_root, device=dev, results_dir=results_dir,
         progress=progress, protocol=proto,
@@ -706,11 +721,9 @@ def reference_accuracy(ds, model: str, retrain_config: TrainConfig, clean_config
     key = dict(kind="reference", dataset=ds.name, source=ds.source, n_train=len(ds.x_train), **ds.info.get("view", {}), model=model,
                train=retrain_config.as_dict(), seed=seed)
     path = os.path.join(results_dir or default_results_dir(), "models", "reference-" + config_hash(key) + ".json")
-    if os.path.exists(path):
-        import json
-
-        with open(path) as f:
-            return float(json.load(f)["accuracy"])
+    rec = read_json(path, lambda r: None if isinstance(r.get("accuracy"), (int, float)) else "lacks a numeric accuracy")
+    if rec is not None:
+        return float(rec["accuracy"])
     m = retrain(ds, model, ds.x_train[:0], ds.y_train[:0], retrain_config, seed=seed, device=device, progress=False)
     acc = 100 * evaluate(m, ds.x_test, ds.y_test, ds.task)["accuracy"]
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -30,7 +30,7 @@ EXPERIMENTS = ("table1", "table5", "table2", "table2_baselines", "table8", "tabl
 
 
 def _ok(r):
-    return r.get("status") not in (None, "skipped")
+    return r.get("status") not in (None, "skipped", "missing")
 
 
 def _verdict(ours, reported, kind):
@@ -70,6 +70,8 @@ class _Collector:
         })
         if kind == "std" and len(vals) == 1:
             self.rows[-1]["verdict"] = "informational"
+        if not done and any(r.get("status") == "missing" for r in rs) and reported is not None:
+            self.rows[-1]["verdict"] = "not in the store"  # poisonlib report without --run: the note says how to compute it
 
 
 def _targets(c, rows):
@@ -148,13 +150,37 @@ def _tables_6_to_10(c, rows):
                     c.add(table, f"MNIST {m.upper()} ε_d={e}: {col}-d after {d}", p[d][1 if clip else 0][0], sel, f"{d}_drop")
 
 
-def run_all(profile="cpu", *, data_root=None, device="auto", results_dir=None, progress=None, protocol="paper") -> dict:
-    """The rows of every table's grid under ``protocol`` (stored cells are loaded, missing ones computed)."""
+def run_all(profile="cpu", *, data_root=None, device="auto", results_dir=None, progress=None, protocol="paper", compute: bool = True) -> dict:
+    """The rows of every table's grid under ``protocol``: stored cells are loaded, missing
+    ones computed -- or, with ``compute=False``, listed with status ``"missing"`` and the
+    command that computes them (:func:`~poisonlib.results.store_only`)."""
+    import contextlib
+
+    from .results import store_only
     from .runner import run_experiment
 
-    return {name: run_experiment(name, profile, data_root=data_root, device=device, results_dir=results_dir, progress=progress,
-                                 protocol=protocol)
-            for name in EXPERIMENTS}
+    with contextlib.nullcontext() if compute else store_only():
+        return {name: run_experiment(name, profile, data_root=data_root, device=device, results_dir=results_dir, progress=progress,
+                                     protocol=protocol)
+                for name in EXPERIMENTS}
+
+
+def missing_cells(rows: dict) -> list[dict]:
+    """The cells of ``run_all(..., compute=False)``'s rows that the store lacks, one row per
+    experiment and protocol: how many, which, and the command that computes them."""
+    out = {}
+    for name, rs in rows.items():
+        for r in rs:
+            if r.get("status") == "missing":
+                key = (name, r.get("protocol", "paper"))
+                e = out.setdefault(key, {"experiment": name, "protocol": key[1], "cells": 0, "examples": [],
+                                         "command": r["reason"].split(": ", 1)[-1]})
+                e["cells"] += 1
+                if len(e["examples"]) < 3:
+                    from .runner import Cell
+
+                    e["examples"].append(Cell(**{k: r[k] for k in Cell.__dataclass_fields__ if k in r}).label())
+    return list(out.values())
 
 
 def entries(rows: dict, profile: str, protocol: str = "paper") -> list[dict]:
@@ -249,17 +275,15 @@ def write(es: list[dict], cl: list[dict], results_dir: str | None = None) -> tup
     """Write ``report.csv`` (the entries) and ``report.json`` (entries and claims), atomically."""
     import pandas as pd
 
+    from .results import _atomic
+
     root = results_dir or default_results_dir()
-    os.makedirs(root, exist_ok=True)
-    csv = os.path.join(root, "report.csv")
-    tmp = csv + ".tmp"
-    pd.DataFrame(es).to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    csv = _atomic(os.path.join(root, "report.csv"), lambda tmp: pd.DataFrame(es).to_csv(tmp, index=False))
     js = atomic_write_json({"entries": es, "claims": cl}, os.path.join(root, "report.json"))
     return csv, js
 
 
-VERDICTS = ("reproduced", "qualitatively", "not reproduced", "informational", "not run at this profile")
+VERDICTS = ("reproduced", "qualitatively", "not reproduced", "informational", "not run at this profile", "not in the store")
 
 
 def summary(es: list[dict]):

@@ -14,6 +14,8 @@ poison set larger than the profile's cap, ...), so that a table can say so.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
@@ -24,7 +26,7 @@ from .attacks.gc import n_poison_points
 from .baselines import attack_cell, defense_cell
 from .experiments import gc_cell, get_profile, target_cell
 from .protocols import PROTOCOLS
-from .results import hardware
+from .results import MissingRecord, StoreError, hardware
 from .train import show_progress
 
 EXPERIMENTS = Registry("experiment")
@@ -303,23 +305,29 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
         cells = [replace(c, seed=c.seed + seed) for c in cells]
     rows = []
     bar = tqdm(cells, desc=f"{name} [{prof.name}]", disable=not show_progress(progress))
+    lines = bar.disable and progress is not False and os.environ.get("POISONLIB_PROGRESS") != "0"  # no terminal: a line per cell
     for cell in bar:
         bar.set_postfix_str(cell.label())
         row = {**asdict(cell), "profile": prof.name, "protocol": getattr(cell.protocol, "name", cell.protocol)}
         reason = skip_reason(cell, prof, data_root)
-        if reason is None and cell.eps_d == "mt":
-            cell, reason = _mt_budget(cell, prof, data_root=data_root, device=device, results_dir=results_dir)
-            row.update(eps_d_from="mt")
-        if reason is None and cell.kind != "target" and prof.max_poisons(cell.model, cell.kind) is not None:
-            info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, target=cell.target, scale=cell.scale, seed=0,
-                                 protocol=cell.protocol), prof,
-                            data_root=data_root, device=device, results_dir=results_dir, progress=False)["metrics"]
-            reason = skip_reason(cell, prof, data_root, n_train=info["n_train"], tau=info["tau2"])
-        if reason is not None:
-            rows.append({**row, "status": "skipped", "reason": reason})
-            continue
         try:
+            if reason is None and cell.eps_d == "mt":
+                cell, reason = _mt_budget(cell, prof, data_root=data_root, device=device, results_dir=results_dir)
+                row.update(eps_d_from="mt")
+            if reason is None and cell.kind != "target" and prof.max_poisons(cell.model, cell.kind) is not None:
+                info = run_cell(Cell("target", cell.dataset, cell.model, cell.eps_w, target=cell.target, scale=cell.scale, seed=0,
+                                     protocol=cell.protocol), prof,
+                                data_root=data_root, device=device, results_dir=results_dir, progress=False)["metrics"]
+                reason = skip_reason(cell, prof, data_root, n_train=info["n_train"], tau=info["tau2"])
+            if reason is not None:
+                rows.append({**row, "status": "skipped", "reason": reason})
+                continue
             rec = run_cell(cell, prof, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=False)
+        except StoreError:  # a store that cannot be written fails every cell: stop with its message
+            raise
+        except MissingRecord:  # results.store_only(): list the cell, compute nothing
+            rows.append({**row, "status": "missing", "reason": f"not in the store: {run_command(name, prof.name, row['protocol'], data_root)}"})
+            continue
         except PoisonlibError as e:
             rows.append({**row, "status": "skipped", "reason": f"not run: {e}"})
             continue
@@ -330,7 +338,22 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
         rows.append({**row, "status": "cached" if rec["cached"] else "computed", "wall_time_s": rec["wall_time_s"],
                      "record": rec["config_hash"], "git_commit": rec["git_commit"], "device": rec["environment"].get("device"),
                      "hardware": hardware(rec["environment"]), **metrics})
+        _cell_line(lines, name, rows[-1], len(rows), len(cells))
     return rows
+
+
+def _cell_line(on: bool, name: str, row: dict, i: int, n: int) -> None:
+    """Where no progress bar is drawn (stderr not a terminal), one line on stderr per finished cell."""
+    if on:
+        what = f"{row.get('wall_time_s', 0):.1f} s"
+        label = Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k in row}).label()
+        print(f"{name} [{row['profile']}] {i}/{n} {row['status']}: {label} ({what})", file=sys.stderr, flush=True)
+
+
+def run_command(experiment: str, profile: str, protocol: str = "paper", data_root: str | None = None) -> str:
+    """The command line that computes the cells of ``experiment`` (stored ones are reused)."""
+    return (f"poisonlib run {experiment} --profile {profile}" + (f" --protocol {protocol}" if protocol != "paper" else "")
+            + (f" --data-root {data_root}" if data_root else ""))
 
 
 def calibrated_cells(cells: list[Cell], prof) -> list[Cell]:

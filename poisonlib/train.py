@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,8 +36,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def show_progress(progress: bool | None) -> bool:
-    """Progress bars are on unless disabled here or by ``POISONLIB_PROGRESS=0``."""
-    return os.environ.get("POISONLIB_PROGRESS", "1") != "0" if progress is None else bool(progress)
+    """Whether to draw progress bars: ``progress`` if given, else ``POISONLIB_PROGRESS``
+    (``0`` off, ``1`` on), else only when stderr is a terminal -- in logs and CI a bar
+    would write every frame (the grids then print one line per finished cell instead)."""
+    if progress is not None:
+        return bool(progress)
+    env = os.environ.get("POISONLIB_PROGRESS")
+    if env in ("0", "1"):
+        return env == "1"
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def test_gc_checkpoint_resume_gives_identical_results(tmp_path, mnist, lr_target
     full = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, **kw)
     ck = str(tmp_path / "gc.pt")
     gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, checkpoint=ck, checkpoint_every=10, **{**kw, "epochs": 30})
-    state = torch.load(ck, weights_only=False)
+    state = torch.load(ck, weights_only=True)
     assert state["epoch"] == 30
     # interrupted run: keep the epoch-10 checkpoint, then resume
     part = str(tmp_path / "part.pt")
@@ -180,7 +180,7 @@ def test_gc_checkpoint_resume_gives_identical_results(tmp_path, mnist, lr_target
             gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, checkpoint=part, checkpoint_every=10, **kw)
     finally:
         gcmod.gc_gradient = real
-    assert torch.load(part, weights_only=False)["epoch"] == 10
+    assert torch.load(part, weights_only=True)["epoch"] == 10
     resumed = gradient_canceling(lr_target[1], ds.x_train, ds.y_train, ds.task, 0.05, checkpoint=part, checkpoint_every=10, **kw)
     assert torch.equal(resumed.x, full.x) and resumed.history["objective"] == full.history["objective"]
     with pytest.raises(PoisonlibError, match="another GC configuration"):

@@ -140,7 +140,7 @@ def test_interrupted_gc_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gc_cell("mnist", "lr", 1.0, 0.1, **kw)
     ckpts = glob.glob(os.path.join(os.environ["POISONLIB_RESULTS"], "checkpoints", "gc-*.pt"))
-    assert len(ckpts) == 1 and torch.load(ckpts[0], weights_only=False)["epoch"] == 100
+    assert len(ckpts) == 1 and torch.load(ckpts[0], weights_only=True)["epoch"] == 100
     monkeypatch.setattr(gcmod, "gc_gradient", real)
     rec = gc_cell("mnist", "lr", 1.0, 0.1, **kw)
     assert rec["metrics"]["gc_residual_curve"] == ref["gc_residual_curve"] and rec["metrics"]["retrained_acc"] == ref["retrained_acc"]

@@ -76,7 +76,6 @@ stay in [0, 1] units.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -84,10 +83,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
+from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
 from ..models import LinearModel, loss_fn
-from ..results import atomic_torch_save
+from ..results import atomic_torch_save, load_torch
 from ..train import resolve_device, show_progress
 
 ADAM_LR, ADAM_BETA1, ADAM_BETA2 = 0.1, 0.5, 0.9  # measured, see the module docstring
@@ -422,6 +421,7 @@ def gradient_canceling(
     n_p = n_poison_points(eps_d, n)
     eps = n_p / n  # realised budget: ε_d g(ν̂) = (1/n) Σ_poisons ∇ℓ exactly
     dev = resolve_device(device)
+    check_poison_memory(eps_d, n, x_clean[0].numel(), dev)
     config = dict(variant=variant, eps_d=float(eps_d), n=n, n_poison=n_p, epochs=epochs, seed=seed, method=method, box=box,
                   optimize_labels=optimize_labels, **opts)
     if batch_size is not None and batch_size < n_p:
@@ -553,9 +553,9 @@ def _scatter(g, idx, like):
 
 def _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history) -> int:
     """Load a checkpoint of the same ``config`` into the live state; return the epoch reached."""
-    if not checkpoint or not os.path.exists(checkpoint):
+    state = load_torch(checkpoint, ("config", "epoch", "x", "y", "opt", "sched", "history")) if checkpoint else None
+    if state is None:  # none, or corrupt (then quarantined): start from epoch 0
         return 0
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state.get("config") != config:
         raise PoisonlibError(f"checkpoint {checkpoint!r} belongs to another GC configuration; delete it or pass another path")
     with torch.no_grad():

@@ -80,6 +80,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 from tqdm import tqdm
 
+from .._compat import quiet_forward_ad
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from ..grads import conjugate_gradient, flat, flat_loss, target_params
 from ..models import loss_fn
@@ -163,6 +164,7 @@ def total_gradient(model, params, x_clean, y_clean, x_p, y_p, x_val, y_val, task
     f = flat_loss(model, names, shapes, x_all, y_all, task, damping)
     if not bool(g_val.any()):  # a flat validation loss: no direction to push
         return torch.zeros_like(x_p), float(l_val.detach())
+    quiet_forward_ad()
     v = conjugate_gradient(lambda u: jvp(grad(f), (theta,), (u,))[1], g_val, cg_iters, 1e-10).detach()
     # only the poisons' share of f depends on x_p: ∂_{x_p} (1/(n+n_p)) Σ_j ⟨∇_w ℓ(z_j; w), v⟩
     x_p = x_p.detach().requires_grad_(True)

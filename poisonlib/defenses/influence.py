@@ -20,6 +20,7 @@ import copy
 import torch
 from torch.func import grad, jvp
 
+from .._compat import quiet_forward_ad
 from .._validation import PoisonlibError, check_choice, check_int, check_positive
 from ..grads import conjugate_gradient, flat, flat_loss, mean_gradient, per_example_gradients, target_params
 
@@ -47,6 +48,7 @@ def inverse_hvp(model, x, y, task: str, v: torch.Tensor, *, l2: float = 0.0, met
     m = copy.deepcopy(model).double()
     f = flat_loss(m, names, shapes, x.double(), y if task == "multiclass" else y.double(), task, l2)
     v = v.double()
+    quiet_forward_ad()  # both branches use forward AD
     if method == "exact" or (method == "auto" and theta.numel() <= 2000):
         h = torch.func.hessian(f)(theta)
         out = torch.linalg.solve(h, v)
