@@ -40,6 +40,7 @@ from poisonlib import data, experiments, models, theory, train
 from poisonlib.attacks.gc import gradient_canceling
 from poisonlib.attacks.gradpc import gradpc
 from poisonlib._validation import PoisonlibError
+from poisonlib.grads import global_norm, mean_gradient
 
 
 def problem(name: str):
@@ -90,7 +91,6 @@ def main() -> None:
     for name in args.problems:
         x, y, task, tgt, tau = problem(name)
         eps_d = args.factor * tau
-        from poisonlib.grads import global_norm, mean_gradient
         thr = args.rtol * global_norm(mean_gradient(tgt, x, y, task))
         print(f"\n{name}: n = {len(x)}, τ(2) = {tau:.3g}, ε_d = {eps_d:.3g} ({round(eps_d * len(x))} poisons), "
               f"target residual {thr:.3g} ({args.rtol:g} ‖g(μ)‖), {args.epochs} steps, {torch.get_num_threads()} threads", flush=True)
