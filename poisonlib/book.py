@@ -157,6 +157,25 @@ def _stamp(dst: str, key: str, parameters: dict) -> None:
     os.replace(tmp, dst)
 
 
+TIMINGS = "timings.json"
+
+
+def _record_time(root: str, name: str, profile: str, secs: float) -> None:
+    """Add a chapter's execution time to ``book/executed/timings.json`` (``{profile: {chapter:
+    seconds}}``, the book's last execution of each chapter; written atomically)."""
+    path = os.path.join(root, EXECUTED_DIR, TIMINGS)
+    try:
+        with open(path) as f:
+            times = json.load(f)
+    except (OSError, ValueError):
+        times = {}
+    times.setdefault(profile, {})[name] = round(secs, 1)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        json.dump(times, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def _jupyter_book() -> str:
     exe = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
     return exe if os.path.exists(exe) else (shutil.which("jupyter-book") or "jupyter-book")
@@ -209,6 +228,7 @@ def build_book(
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
                 raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
             _stamp(dst, key, nb_params)
+            _record_time(root, name, profile, secs)
             print(f"[poisonlib book] {name}: {secs:.1f} s", flush=True)
     finally:
         os.environ.clear()

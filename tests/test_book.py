@@ -55,6 +55,7 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     assert meta["parameters"]["profile"] == "smoke"
     assert meta["cache_key"] == cache_key(str(root / "notebooks" / "ch.md"), meta["parameters"])
     assert "executing ch" in capsys.readouterr().out
+    assert json.loads((root / "book" / "executed" / "timings.json").read_text())["smoke"]["ch"] > 0  # the performance chapter's input
     build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
     assert "unchanged since its last run" in capsys.readouterr().out
     build_book("cpu", build=False, root=str(root))  # other parameters: re-run

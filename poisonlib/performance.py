@@ -1,0 +1,93 @@
+"""Tables and figures of the book's performance chapter, read from the JSON files that
+``benchmarks/gc_step.py --json``, ``benchmarks/gc_convergence.py --json`` and
+``poisonlib book`` (``book/executed/timings.json``) write."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+
+STEP_COLUMNS = ("fwd+bwd", "released f64", "released f32 all", "ours")
+
+
+def load(folder: str, name: str):
+    """The JSON document ``folder/name``, or ``None`` when it is absent (the chapter then says so)."""
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _missing(what: str) -> pd.DataFrame:
+    return pd.DataFrame({"note": [f"no committed measurement: run {what}"]})
+
+
+def step_table(rows: list[dict] | None) -> pd.DataFrame:
+    """One row per (model, n_p): milliseconds per step of each column and the two ratios."""
+    if not rows:
+        return _missing("python benchmarks/gc_step.py --json benchmarks/results/gc_step_cpu.json")
+    df = pd.DataFrame([{"model": r["model"], "n_p": r["n_poison"], "method": r["method"], "threads": r["threads"],
+                        **{f"{c} (ms)": r[f"{c} ms"] for c in STEP_COLUMNS},
+                        "ours / released f32 all": r["ours / released f32 all"], "ours / fwd+bwd": r["ours / fwd+bwd"],
+                        "goal (ours / fwd+bwd)": 1.5 if r["model"] == "lr" else 2.0} for r in rows])
+    df["goal met"] = df["ours / fwd+bwd"] <= df["goal (ours / fwd+bwd)"]
+    return df.set_index(["model", "n_p"]).round(3)
+
+
+def step_figure(ax, rows: list[dict] | None):
+    """Grouped bars (log scale): ms per step of each column for each (model, n_p)."""
+    if not rows:
+        ax.text(0.5, 0.5, "no committed measurement", ha="center", transform=ax.transAxes)
+        return ax
+    labels = [f"{r['model']}\nn_p={r['n_poison']}" for r in rows]
+    width = 0.8 / len(STEP_COLUMNS)
+    for k, c in enumerate(STEP_COLUMNS):
+        ax.bar([i + k * width for i in range(len(rows))], [r[f"{c} ms"] for r in rows], width, label=c)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], labels, fontsize=8)
+    ax.set(yscale="log", ylabel="ms per GC step")
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def convergence_table(rows: list[dict] | None) -> pd.DataFrame:
+    """Steps and seconds to the residual threshold per (problem, rule), or the residual reached."""
+    if not rows:
+        return _missing("python benchmarks/gc_convergence.py --json benchmarks/results/gc_convergence_cpu.json")
+
+    def outcome(r):
+        if r["diverged"]:
+            return "diverged"
+        if r["steps"] is None:
+            return f"not reached (residual {r['final_residual']:.3g})"
+        return f"{r['steps']} steps, {r['seconds']:.2f} s"
+
+    df = pd.DataFrame([{"problem": r["problem"], "τ(2)": round(r["tau"], 4), "ε_d": round(r["eps_d"], 4), "rule": r["rule"],
+                        "threshold": r["threshold"], "steps run": r["epochs"], "to 1 % of ‖g(μ)‖": outcome(r),
+                        "run (s)": round(r["run_seconds"], 1)} for r in rows])
+    return df.set_index(["problem", "rule"])
+
+
+def book_table(doc: dict | None) -> pd.DataFrame:
+    """Seconds per chapter of one build (longest first) with its share of the total."""
+    if not doc:
+        return _missing("make book, then copy book/executed/timings.json")
+    s = pd.Series(doc["chapters"], name="seconds").sort_values(ascending=False)
+    df = s.to_frame()
+    df["share"] = (df["seconds"] / df["seconds"].sum()).round(3)
+    df.loc["total"] = [round(df["seconds"].sum(), 1), 1.0]
+    return df
+
+
+def book_figure(ax, doc: dict | None):
+    """Horizontal bars: seconds per chapter, longest on top."""
+    if not doc:
+        ax.text(0.5, 0.5, "no committed measurement", ha="center", transform=ax.transAxes)
+        return ax
+    s = pd.Series(doc["chapters"]).sort_values()
+    ax.barh(s.index, s.values)
+    ax.set(xlabel="seconds", title=f"cpu profile, {doc.get('machine', '')}, total {s.sum() / 60:.1f} min")
+    ax.tick_params(axis="y", labelsize=7)
+    return ax

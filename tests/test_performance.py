@@ -1,0 +1,43 @@
+"""The performance chapter's tables and figures, on hand-made benchmark rows."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from poisonlib import performance  # noqa: E402
+
+
+def _step_row(model, n_p, ours, fb):
+    cols = {f"{c} ms": v for c, v in zip(performance.STEP_COLUMNS, (fb, 10.0, 5.0, ours))}
+    return dict(model=model, n_poison=n_p, method="m", threads=1, **cols, **{"ours / released f32 all": ours / 5.0, "ours / fwd+bwd": ours / fb})
+
+
+def test_step_table_marks_the_goal_per_model():
+    df = performance.step_table([_step_row("lr", 84, 1.2, 1.0), _step_row("nn", 84, 2.5, 1.0)])
+    assert bool(df.loc[("lr", 84), "goal met"]) and not bool(df.loc[("nn", 84), "goal met"])
+    assert df.loc[("nn", 84), "goal (ours / fwd+bwd)"] == 2.0
+    fig, ax = plt.subplots()
+    performance.step_figure(ax, [_step_row("lr", 84, 1.2, 1.0)])
+    assert len(ax.patches) == len(performance.STEP_COLUMNS)
+    plt.close(fig)
+
+
+def test_convergence_table_says_what_each_rule_reached():
+    base = dict(problem="g", tau=0.5, eps_d=0.75, threshold=0.01, epochs=100, run_seconds=1.0)
+    rows = [dict(base, rule="ours", steps=10, seconds=0.1, final_residual=0.001, diverged=False),
+            dict(base, rule="released lr=10", steps=None, seconds=None, final_residual=0.2, diverged=False),
+            dict(base, rule="released lr=100", steps=None, seconds=None, final_residual=float("nan"), diverged=True)]
+    col = performance.convergence_table(rows)["to 1 % of ‖g(μ)‖"]
+    assert col[("g", "ours")] == "10 steps, 0.10 s"
+    assert col[("g", "released lr=10")] == "not reached (residual 0.2)" and col[("g", "released lr=100")] == "diverged"
+
+
+def test_book_table_sums_and_missing_files_say_how_to_make_them(tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps({"chapters": {"a": 30.0, "b": 10.0}}))
+    df = performance.book_table(performance.load(str(tmp_path), "b.json"))
+    assert list(df.index) == ["a", "b", "total"] and df.loc["total", "seconds"] == 40.0 and df.loc["a", "share"] == 0.75
+    assert performance.load(str(tmp_path), "absent.json") is None
+    assert "benchmarks/gc_step.py" in performance.step_table(None)["note"][0]
