@@ -91,3 +91,14 @@ def book_figure(ax, doc: dict | None):
     ax.set(xlabel="seconds", title=f"cpu profile, {doc.get('machine', '')}, total {s.sum() / 60:.1f} min")
     ax.tick_params(axis="y", labelsize=7)
     return ax
+
+
+def budget_table(rows: list[dict] | None) -> pd.DataFrame:
+    """One row per step budget of the same cell: the residual along the way, the final one and the drop."""
+    if not rows:
+        return _missing("python benchmarks/gc_budget.py --json benchmarks/results/gc_budget_cpu.json")
+    df = pd.DataFrame([{"model": r["model"], "ε_d": r["eps_d"], "τ(2)": round(r["tau2"], 2), "GC steps": r["epochs"],
+                        **{f"residual @{k}": round(v, 3) for k, v in r["curve"].items()},
+                        "final residual": round(r["residual_final"], 3), "drop (points)": round(r["drop"], 2),
+                        "wall time (s)": round(r["wall_time_s"])} for r in rows])
+    return df.set_index(["model", "ε_d", "GC steps"])

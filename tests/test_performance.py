@@ -41,3 +41,13 @@ def test_book_table_sums_and_missing_files_say_how_to_make_them(tmp_path):
     assert list(df.index) == ["a", "b", "total"] and df.loc["total", "seconds"] == 40.0 and df.loc["a", "share"] == 0.75
     assert performance.load(str(tmp_path), "absent.json") is None
     assert "benchmarks/gc_step.py" in performance.step_table(None)["note"][0]
+
+
+def test_budget_table_puts_the_budgets_side_by_side():
+    base = dict(model="nn", eps_w=0.5, eps_d=1.0, tau2=17.0, n_poison=2800, residual_initial=22.5, retrained_acc=91.0, target_acc=31.0,
+                threads=1, commit="x")
+    rows = [dict(base, epochs=100, residual_final=15.1, drop=1.2, wall_time_s=100.0, curve={"0": 45.0, "100": 15.1}),
+            dict(base, epochs=1000, residual_final=14.6, drop=1.4, wall_time_s=900.0, curve={"0": 45.0, "100": 15.1, "1000": 14.6})]
+    df = performance.budget_table(rows)
+    assert list(df.index.get_level_values("GC steps")) == [100, 1000]
+    assert df.loc[("nn", 1.0, 1000), "final residual"] == 14.6 and df["residual @1000"].isna().tolist() == [True, False]
