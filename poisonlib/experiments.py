@@ -36,7 +36,7 @@ from .attacks.gradpc import gradpc, randompc
 from .grads import global_norm, mixed_gradient_norm
 from .models import model_for
 from .protocols import Protocol, finite_poisons, get_protocol
-from .results import atomic_torch_save, cached_run, config_hash, default_results_dir, load_torch, quarantine, read_json
+from .results import atomic_torch_save, remove_with_partials, cached_run, config_hash, default_results_dir, load_torch, quarantine, read_json
 from .theory import tau_model
 from .train import TrainConfig, evaluate, resolve_device, train
 
@@ -788,8 +788,8 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     root = results_dir or default_results_dir()
     ckpt = os.path.join(root, "checkpoints", f"gc-{config_hash(config)}.pt")
     poisons = os.path.join(root, "poisons", f"gc-{config_hash(config)}.pt")
-    if force and os.path.exists(ckpt):
-        os.remove(ckpt)
+    if force:
+        remove_with_partials(ckpt)
 
     def compute():
         metrics, res, _, _ = run_gc(**{**a, "results_dir": results_dir, "progress": progress, "checkpoint": ckpt})
@@ -802,8 +802,7 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
     rec = cached_run("gc", config, compute, results_dir=results_dir, force=force, device=config["device"])
     if keep_poisons:
         rec["poisons"] = poisons
-    if os.path.exists(ckpt):  # the record is written: an interrupted run no longer needs it
-        os.remove(ckpt)
+    remove_with_partials(ckpt)  # the record is written: an interrupted run no longer needs its checkpoint
     return rec
 
 

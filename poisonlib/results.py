@@ -17,6 +17,7 @@ list what the store lacks (:class:`MissingRecord`) without starting a run.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -91,6 +92,15 @@ def atomic_write_json(obj, path: str) -> str:
             f.write("\n")
 
     return _atomic(path, write)
+
+
+def remove_with_partials(path: str) -> None:
+    """Delete ``path`` and the temporary files that :func:`_atomic` writes it through
+    (``.tmp-*<name>``), which a process killed mid-write (kill -9) leaves behind."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for f in glob.glob(os.path.join(glob.escape(folder), ".tmp-*" + glob.escape(name))) + [path]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f)
 
 
 def atomic_torch_save(obj, path: str) -> str:

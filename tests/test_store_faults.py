@@ -253,3 +253,16 @@ def test_kill_9_mid_cell_then_rerun_gives_the_record_of_a_clean_run(tmp_path):
     fresh = gc_cell("gaussian10", "lr", 0.5, 0.5, results_dir=clean_store, **kw)
     assert resumed["config_hash"] == fresh["config_hash"] and resumed["metrics"] == fresh["metrics"]
     assert not os.listdir(ckdir)  # the checkpoint goes once the record is written
+
+
+def test_a_partial_checkpoint_left_by_a_kill_during_its_write_goes_with_the_checkpoint(tmp_path):
+    """kill -9 while ``atomic_torch_save`` writes leaves ``.tmp-*<name>``: removing the checkpoint removes it too."""
+    from poisonlib.results import atomic_torch_save, remove_with_partials
+
+    ck = tmp_path / "checkpoints" / "gc-abc.pt"
+    atomic_torch_save({"epoch": 1}, str(ck))
+    (tmp_path / "checkpoints" / ".tmp-k1llgc-abc.pt").write_bytes(b"half")
+    (tmp_path / "checkpoints" / ".tmp-k2llgc-other.pt").write_bytes(b"another cell's")
+    remove_with_partials(str(ck))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == [".tmp-k2llgc-other.pt"]
+    remove_with_partials(str(ck))  # nothing left to remove: no error
