@@ -104,6 +104,9 @@ def main() -> None:
             got = "diverged" if r["diverged"] else (f"{r['steps']:>5d} steps {r['seconds']:>8.2f} s" if r["steps"] is not None
                                                     else f"not reached, residual {r['final_residual']:.3g}")
             print(f"  {rule:>22}: {got}   ({epochs} steps run in {r['run_seconds']:.1f} s)", flush=True)
+            if args.json:  # after every run, so that a long benchmark stopped early keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
         rel = {k: v for k, v in out.items() if k.startswith("released") and v["seconds"] is not None}
         best = min(rel, key=lambda k: rel[k]["seconds"]) if rel else None
         ours = out["ours"]
