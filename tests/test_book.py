@@ -54,6 +54,8 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     meta = json.loads(dst.read_text())["metadata"]["poisonlib"]
     assert meta["parameters"]["profile"] == "smoke"
     assert meta["cache_key"] == cache_key(str(root / "notebooks" / "ch.md"), meta["parameters"])
+    injected = [c for c in json.loads(dst.read_text())["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"]  # not repeated on the page
     assert "executing ch" in capsys.readouterr().out
     build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
     assert "unchanged since its last run" in capsys.readouterr().out
