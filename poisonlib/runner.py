@@ -307,6 +307,13 @@ def axis_list(value, name: str = "axis") -> list | None:
     return list(dict.fromkeys(out))
 
 
+def grid_rows(table_rows, models=None) -> list[tuple]:
+    """The ``(dataset, model, eps_w)`` rows of a table (e.g. :data:`TABLE2_ROWS`) whose model is in
+    ``models`` (a list or its papermill string; ``None``: all)."""
+    keep = axis_list(models, "models")
+    return [r for r in table_rows if keep is None or r[1] in keep]
+
+
 def restrict(cells: list[Cell], *, models=None, eps_ds=None, eps_ws=None, seeds=None) -> list[Cell]:
     """``cells`` on other grid axes, each ``None`` (keep the grid's) or a list (:func:`axis_list`).
 

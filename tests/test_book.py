@@ -118,3 +118,24 @@ def test_figures_shown_in_an_executed_chapter_carry_the_profile(tmp_path):
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
     assert any("image/png" in o.get("data", {}) for o in outs)
     assert "shown: profile: smoke · poisonlib" in text and "profile: smoke · poisonlib" in html
+
+
+def test_a_chapter_reruns_on_other_grid_axes_under_papermill(tmp_path, monkeypatch):
+    """The book's second use: re-execute one chapter with other axes, as `papermill -p` passes them
+    (strings), and get a table with exactly those rows."""
+    import json
+
+    from poisonlib.book import _kernel_env, execute_notebook
+
+    for k, v in _kernel_env(ROOT).items():  # this interpreter's kernel; the test's own results store
+        monkeypatch.setenv(k, v)
+    dst = tmp_path / "tgda_targets.ipynb"
+    params = {"profile": "smoke", "protocols": '["paper"]', "models": "['lr']", "eps_ds": "[0.1, 0.3]"}
+    execute_notebook(os.path.join(ROOT, "notebooks", "tgda_targets.md"), str(dst), params, cwd=ROOT)
+    nb = json.loads(dst.read_text())
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in nb["cells"] for o in c.get("outputs", [])]
+    table = next(t for t in texts if t.startswith("Table 9"))
+    lines = table.splitlines()[2:]  # caption, header, then one line per row
+    assert len(lines) == 2 and all(line.split()[:2] in (["LR", "0.1"], ["LR", "0.3"]) for line in lines), table
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "<caption>Table 9" in html and "profile: smoke" in html
