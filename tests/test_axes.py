@@ -40,3 +40,8 @@ def test_table_builders_take_their_eps_d_axis():
     assert list(report.table9([], eps_ds=["tau"], models=["lr"])["eps_d"]) == ["τ(2)"]
     t = report.table2([], "mnist", "lr", eps_ds=[0.3, "tau"])
     assert list(t["eps_d"]) == ["0.3", "τ(2)"] and list(t["verdict"]) == ["not run at this profile"] * 2
+
+
+def test_grid_rows_follow_the_models_axis():
+    assert runner.grid_rows(runner.TABLE2_ROWS) == list(runner.TABLE2_ROWS)
+    assert runner.grid_rows(runner.TABLE2_ROWS, "['lr', 'cnn']") == [("mnist", "lr", 1.0), ("mnist", "cnn", 0.5)]
