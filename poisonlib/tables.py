@@ -113,9 +113,11 @@ def paper_table(df: pd.DataFrame, caption: str = "", *, uuid: str | None = None,
     quantity is ``verdict``). The index is not shown.
     """
     header, order = two_level(df.columns)
+    if header.has_duplicates:  # two columns would share a header cell: keep the frame's own names
+        header, order = pd.MultiIndex.from_tuples([(str(c), "") for c in df.columns], names=header.names), list(range(len(df.columns)))
     out = df.iloc[:, order].copy()
     flat = list(out.columns)
-    out.columns = header
+    out.columns = header if any(w for _, w in header) else pd.Index([q for q, _ in header])  # one header row when nothing pairs
     text = (caption + "\n" if caption else "") + df.to_string(index=False)
     t = PaperTable(out, text=text, uuid=uuid or table_uuid(text), cell_ids=False)
     t.format(_cell)
@@ -123,7 +125,7 @@ def paper_table(df: pd.DataFrame, caption: str = "", *, uuid: str | None = None,
     if caption:
         t.set_caption(caption)
     want = set(verdict_columns) if verdict_columns is not None else None
-    cols = [h for f, h in zip(flat, header) if (f in want if want is not None else h[0] == "verdict")]
+    cols = [c for f, h, c in zip(flat, header, out.columns) if (f in want if want is not None else h[0] == "verdict")]
     if cols:
         t.map(verdict_style, subset=cols)
     t.set_table_styles([

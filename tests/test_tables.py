@@ -46,3 +46,10 @@ def test_paper_table_prints_as_plain_text():
     from IPython.lib.pretty import pretty
 
     assert pretty(t) == repr(t)
+
+
+def test_a_frame_with_nothing_to_pair_keeps_one_header_row_and_its_names():
+    html = paper_table(pd.DataFrame([[1, "reproduced"]], columns=["x", "verdict"]), "c")._repr_html_()
+    assert html.count("<tr>") == 2 and VERDICT_COLOURS["reproduced"] in html  # one header row, one data row
+    clash = paper_table(pd.DataFrame([[1, 2]], columns=["paper x", "paper: x"]))._repr_html_()  # both would be (x, reported)
+    assert ">paper x</th>" in clash and ">paper: x</th>" in clash
