@@ -320,7 +320,8 @@ def restrict(cells: list[Cell], *, models=None, eps_ds=None, eps_ws=None, seeds=
     ``models`` keeps the cells of those models; ``eps_ds`` replaces the ε_d of every attack cell
     (those at ε_d = ``"mt"``, Table 6's, keep it); ``eps_ws`` the radius of every GradPC / RandomPC
     target; ``seeds`` the seeds of the attack cells (the targets keep theirs)."""
-    models, eps_ds, eps_ws, seeds = (axis_list(v, n) for v, n in ((models, "models"), (eps_ds, "eps_ds"), (eps_ws, "eps_ws"), (seeds, "seeds")))
+    models, eps_ds = axis_list(models, "models"), axis_list(eps_ds, "eps_ds")
+    eps_ws, seeds = axis_list(eps_ws, "eps_ws"), axis_list(seeds, "seeds")
     if models is not None:
         have = list(dict.fromkeys(c.model for c in cells))
         for m in models:
