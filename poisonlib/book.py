@@ -145,10 +145,22 @@ def _stored_key(dst: str) -> str | None:
         return None
 
 
+def hide_injected(nb: dict) -> dict:
+    """Tag papermill's ``injected-parameters`` cell ``remove-cell``: the built page shows the
+    chapter's own parameters cell once (the values used are in the notebook's metadata and in
+    every figure's and table's profile label)."""
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    return nb
+
+
 def _stamp(dst: str, key: str, parameters: dict) -> None:
-    """Record the cache key and parameters in the executed notebook's metadata (atomically)."""
+    """Record the cache key and parameters in the executed notebook's metadata (atomically),
+    and hide papermill's injected cell (:func:`hide_injected`)."""
     with open(dst) as f:
-        nb = json.load(f)
+        nb = hide_injected(json.load(f))
     nb.setdefault("metadata", {})["poisonlib"] = {"cache_key": key, "parameters": parameters}
     tmp = dst + ".tmp"
     with open(tmp, "w") as f:

@@ -99,12 +99,17 @@ def gc_summary(rs: list[dict]) -> dict:
             "eps_used": done[0]["eps_d_used"], "reason": ""}
 
 
-def table2(rows: list[dict], dataset: str, model: str) -> pd.DataFrame:
+def table2(rows: list[dict], dataset: str, model: str, eps_ds=None) -> pd.DataFrame:
     """Table 2 / 4 for one (dataset, model): per ε_d the paper's drop (± Table 4's std)
-    beside ours (mean ± std over seeds), Δ, the verdict, ‖g(χ)‖ after GC, seeds."""
+    beside ours (mean ± std over seeds), Δ, the verdict, ‖g(χ)‖ after GC, seeds.
+
+    The lines are the ε_d of ``rows`` or, given ``eps_ds``, those (one not run says so)."""
     rep = paper.table2_row(dataset, model)
     out = []
-    for eps, rs in group_by_eps(select(rows, dataset=dataset, model=model, scale=1.0)).items():
+    groups = group_by_eps(select(rows, dataset=dataset, model=model, scale=1.0))
+    if eps_ds is not None:
+        groups = {e: groups.get(e, [{"status": "skipped", "reason": NOT_IN_GRID}]) for e in _axis(eps_ds, ())}
+    for eps, rs in groups.items():
         s = gc_summary(rs)
         p = rep["gc"].get(eps)
         out.append({
@@ -231,12 +236,13 @@ def cell_mean(rs: list[dict], key: str = "drop"):
     return summarize([r[key] for r in done])[0], ""
 
 
-def baseline_table(gc_rows: list[dict], attack_rows: list[dict], dataset: str, model: str) -> pd.DataFrame:
-    """Table 2 with its baseline columns for one row: per ε_d the drop of GC, TGDA and
-    Gradient Matching, ours / paper, and whether GC beat both baselines on our runs."""
+def baseline_table(gc_rows: list[dict], attack_rows: list[dict], dataset: str, model: str, eps_ds=None) -> pd.DataFrame:
+    """Table 2 with its baseline columns for one row: per ε_d (``eps_ds``, default the paper's
+    0.03, 0.1, 1) the drop of GC, TGDA and Gradient Matching, ours / paper, and whether GC beat
+    both baselines on our runs."""
     rep = paper.table2_row(dataset, model)
     out = []
-    for eps in (0.03, 0.1, 1.0):
+    for eps in _axis(eps_ds, EPS_BASELINES):
         gc, why = cell_mean(select(gc_rows, dataset=dataset, model=model, scale=1.0, eps_d=eps))
         line = {"eps_d": eps_label(eps), "GC ours / paper": _pair(gc, rep["gc"].get(eps))}
         base = {}
@@ -250,13 +256,14 @@ def baseline_table(gc_rows: list[dict], attack_rows: list[dict], dataset: str, m
     return pd.DataFrame(out)
 
 
-def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", "maxup")) -> pd.DataFrame:
-    """Tables 3 / 10 for one MNIST model, one line per (ε_d, GC or GC-c, defense): the
-    attack's drop, the drop after the defense (GC-d / GC-cd) and the accuracy the defense
-    recovered, each *ours / paper*, and how many removed points were poisons."""
+def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", "maxup"), eps_ds=None) -> pd.DataFrame:
+    """Tables 3 / 10 for one MNIST model, one line per (ε_d of ``eps_ds``, default
+    :data:`DEFENSE_EPS`; GC or GC-c; defense): the attack's drop, the drop after the defense
+    (GC-d / GC-cd) and the accuracy the defense recovered, each *ours / paper*, and how many
+    removed points were poisons."""
     rep = paper.TABLE10[model]["rows"]
     out = []
-    for eps in DEFENSE_EPS:
+    for eps in _axis(eps_ds, DEFENSE_EPS):
         p = rep.get(eps, {})
         for clip, name in ((False, "GC"), (True, "GC-c")):
             done = _done(select(rows, model=model, eps_d=eps, clip=clip))
@@ -273,6 +280,15 @@ def defense_table(rows: list[dict], model: str, defenses=("influence", "sever", 
 
 
 DEFENSE_EPS = (0.03, 0.1, 1.0)
+#: ε_d of the baseline tables (Table 2's TGDA / GM columns, Table 7).
+EPS_BASELINES = (0.03, 0.1, 1.0)
+
+
+def _axis(values, default) -> tuple:
+    """``values`` (a list, its papermill string, or ``None`` for ``default``) as the ε_d keys of a table."""
+    from .runner import axis_list
+
+    return tuple(_key(e) for e in (axis_list(values, "eps_ds") or default))
 
 
 def _target_row(rows: list[dict], **fields) -> dict | None:
@@ -309,12 +325,15 @@ def table6(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def table7(rows: list[dict]) -> pd.DataFrame:
-    """Table 7: GradPC targets on MNIST-17; per model and ε_d the KKT / MT / GC drops."""
+def table7(rows: list[dict], eps_ds=None, models=None) -> pd.DataFrame:
+    """Table 7: GradPC targets on MNIST-17; per model (``models``, default the paper's) and ε_d
+    (``eps_ds``, default 0.03, 0.1, 1) the KKT / MT / GC drops."""
     out = []
     for model, rep in paper.TABLE7.items():
+        if models is not None and model not in models:
+            continue
         t = _target_row(rows, model=model)
-        for eps in (0.03, 0.1, 1.0):
+        for eps in _axis(eps_ds, EPS_BASELINES):
             line = {"model": model.upper(), "eps_d": eps_label(eps), "clean ours / paper": _vs(t, "clean_acc", rep["clean"]),
                     "τ ours / paper": _vs(t, "tau2", rep["tau"]),
                     "GradPC ours / paper": _pair(t["target_drop"] if t else None, rep["gradpc"])}
@@ -334,12 +353,15 @@ def table7(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def table9(rows: list[dict]) -> pd.DataFrame:
-    """Table 9: the TGDA-poisoned model as GC target; its drop and τ, and GC's drops."""
+def table9(rows: list[dict], eps_ds=None, models=None) -> pd.DataFrame:
+    """Table 9: the TGDA-poisoned model as GC target; its drop and τ, and GC's drops, per model
+    (``models``, default the paper's) and ε_d (``eps_ds``, default :data:`EPS_TABLE9`)."""
     out = []
     for model, rep in paper.TABLE9.items():
+        if models is not None and model not in models:
+            continue
         t = _target_row(rows, model=model)
-        for eps in EPS_TABLE9:
+        for eps in _axis(eps_ds, EPS_TABLE9):
             gc, why = cell_mean(select(rows, kind="gc", model=model, eps_d=eps))
             out.append({
                 "model": model.upper(), "eps_d": eps_label(eps),

@@ -276,8 +276,72 @@ def _defended(cell: Cell) -> bool:
             and cell.eps_d in DEFENSE_EPS_D and (cell.model, cell.eps_w) in {(m, w) for _, m, w in TABLE2_ROWS[:3]})
 
 
+def axis_list(value, name: str = "axis") -> list | None:
+    """A grid axis as a list: ``None`` (the grid's own values), a list, or the string papermill's
+    ``-p`` passes (``"['lr']"``, ``"[0.3, 3]"``, ``"lr,nn"``, ``"0.3"``). Numbers become floats
+    (``3`` and ``3.0`` are one ε_d); ``"tau"`` and names stay strings."""
+    import ast
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None", "null"):
+            return None
+        try:
+            value = ast.literal_eval(text) if text[0] in "[(" else [v.strip() for v in text.split(",") if v.strip()]
+        except (ValueError, SyntaxError) as e:
+            raise PoisonlibError(f"{name} = {value!r} is not a list (e.g. \"['lr']\" or \"[0.3, 3]\")") from e
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    out = []
+    for v in value:
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        out.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+    if not out:
+        raise PoisonlibError(f"{name} is empty; give at least one value or None for the grid's own")
+    return list(dict.fromkeys(out))
+
+
+def grid_rows(table_rows, models=None) -> list[tuple]:
+    """The ``(dataset, model, eps_w)`` rows of a table (e.g. :data:`TABLE2_ROWS`) whose model is in
+    ``models`` (a list or its papermill string; ``None``: all)."""
+    keep = axis_list(models, "models")
+    return [r for r in table_rows if keep is None or r[1] in keep]
+
+
+def restrict(cells: list[Cell], *, models=None, eps_ds=None, eps_ws=None, seeds=None) -> list[Cell]:
+    """``cells`` on other grid axes, each ``None`` (keep the grid's) or a list (:func:`axis_list`).
+
+    ``models`` keeps the cells of those models; ``eps_ds`` replaces the ε_d of every attack cell
+    (those at ε_d = ``"mt"``, Table 6's, keep it); ``eps_ws`` the radius of every GradPC / RandomPC
+    target; ``seeds`` the seeds of the attack cells (the targets keep theirs)."""
+    models, eps_ds = axis_list(models, "models"), axis_list(eps_ds, "eps_ds")
+    eps_ws, seeds = axis_list(eps_ws, "eps_ws"), axis_list(seeds, "seeds")
+    if models is not None:
+        have = list(dict.fromkeys(c.model for c in cells))
+        for m in models:
+            check_choice("model", m, have)
+        cells = [c for c in cells if c.model in models]
+    if eps_ds is not None:
+        for e in eps_ds:
+            if e != "tau" and not (isinstance(e, float) and e > 0):
+                raise PoisonlibError(f"eps_d = {e!r} is not allowed; give positive numbers or 'tau'")
+        cells = [replace(c, eps_d=e) if c.eps_d not in (None, "mt") else c for c in cells for e in eps_ds]
+    if eps_ws is not None:
+        cells = [replace(c, eps_w=w) if c.target in ("gradpc", "randompc") else c for c in cells for w in eps_ws]
+    if seeds is not None:
+        cells = [replace(c, seed=int(s)) if c.kind != "target" else c for c in cells for s in seeds]
+    return list(dict.fromkeys(cells))
+
+
 def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None,
-                   cells: list[Cell] | None = None, seed: int = 0, protocol: str = "paper", eps_w: str | None = None) -> list[dict]:
+                   cells: list[Cell] | None = None, seed: int = 0, protocol: str = "paper", eps_w: str | None = None,
+                   models=None, eps_ds=None, eps_ws=None, seeds=None) -> list[dict]:
     """Run every cell of experiment ``name`` that ``profile`` allows, with a progress bar.
 
     ``protocol`` (``"paper"``, ``"released"``; see :mod:`poisonlib.protocols`) is given to
@@ -290,6 +354,9 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
     retraining; target cells: the clean model and the corruption), so that
     ``seed=10`` repeats the whole grid independently.
 
+    ``models``, ``eps_ds``, ``eps_ws``, ``seeds`` put the grid on other axes (:func:`restrict`;
+    ``None`` keeps the profile's), e.g. ``eps_ds=[0.3, 3], models=["lr"]``.
+
     Returns one row per cell: the cell's fields, ``status`` (``"computed"``,
     ``"cached"`` or ``"skipped"``), ``reason`` for skipped cells, and otherwise
     the record's ``metrics`` (flattened; ``eps_d_used`` is the realised n_p / n),
@@ -299,6 +366,7 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
     prof = get_profile(profile)
     check_choice("protocol", protocol, PROTOCOLS)
     cells = [replace(c, protocol=protocol) for c in exp.cells(prof)] if cells is None else cells
+    cells = restrict(cells, models=models, eps_ds=eps_ds, eps_ws=eps_ws, seeds=seeds)
     if eps_w is not None:
         cells = calibrated_cells(cells, prof) if eps_w == "calibrated" else [replace(c, eps_w=eps_w) for c in cells]
     if seed:

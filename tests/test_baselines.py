@@ -17,6 +17,8 @@ from poisonlib.defenses import last_layer_view, sanitize
 from poisonlib.experiments import clean_and_target, load_for_profile
 from poisonlib.models import model_for
 
+from ._hand import accuracy, load_state
+
 
 def test_defense_cell_removes_as_many_points_as_poisons():
     rec = defense_cell("mnist", "lr", 1.0, 0.1, profile="smoke", device="cpu")
@@ -24,9 +26,18 @@ def test_defense_cell_removes_as_many_points_as_poisons():
     assert m["n_poison"] == 30
     for d in ("influence", "sever"):
         assert m[f"{d}_removed"] == m["n_poison"] and 0 <= m[f"{d}_removed_poisons"] <= m["n_poison"]
+    # the accuracies before any defense, recomputed by hand from the stored clean model and the
+    # model GC's cell retrained on clean ∪ poisons; recovered / drop measured from those
+    ds = load_for_profile("mnist", "smoke")
+    clean, _, _ = clean_and_target(ds, "lr", 1.0, "smoke", device="cpu")
+    attacked = model_for("lr", ds)
+    attacked.load_state_dict(load_state(os.path.join(os.environ["POISONLIB_RESULTS"], "poisons", f"gc-{m['gc_record']}.pt"), "retrained"))
+    clean_acc, attacked_acc = accuracy(clean, ds.x_test, ds.y_test), accuracy(attacked, ds.x_test, ds.y_test)
+    assert m["clean_acc"] == pytest.approx(clean_acc, abs=1e-4) and m["attacked_acc"] == pytest.approx(attacked_acc, abs=1e-4)
     for d in ("influence", "sever", "maxup"):
-        assert m[f"{d}_recovered"] == pytest.approx(m[f"{d}_acc"] - m["attacked_acc"])
-        assert m[f"{d}_drop"] == pytest.approx(m[f"{d}_acc"] - m["clean_acc"])
+        assert m[f"{d}_recovered"] == pytest.approx(m[f"{d}_acc"] - attacked_acc, abs=1e-4)
+        assert m[f"{d}_drop"] == pytest.approx(m[f"{d}_acc"] - clean_acc, abs=1e-4)
+        assert m[f"{d}_acc"] * len(ds.y_test) / 100 == pytest.approx(round(m[f"{d}_acc"] * len(ds.y_test) / 100), abs=1e-3)
     again = defense_cell("mnist", "lr", 1.0, 0.1, profile="smoke", device="cpu")
     assert again["cached"] and again["metrics"] == m
     with pytest.raises(PoisonlibError, match="numeric eps_d"):
@@ -38,7 +49,14 @@ def test_attack_cells_are_evaluated_like_gc(attack):
     rec = attack_cell("mnist17", "lr", 1.0, 0.1, attack, profile="smoke", device="cpu")
     m = rec["metrics"]
     assert m["n_poison"] <= round(0.1 * m["n_clean"]) and m["eps_d"] == pytest.approx(m["n_poison"] / m["n_clean"])
-    assert m["drop"] == pytest.approx(m["retrained_acc"] - m["clean_acc"])
+    # the clean accuracy recomputed by hand from the stored clean model; the retrained one is a
+    # whole number of test points; the drop is measured from the hand-computed clean accuracy
+    ds = load_for_profile("mnist17", "smoke")
+    clean, _, _ = clean_and_target(ds, "lr", 1.0, "smoke", device="cpu")
+    clean_acc = accuracy(clean, ds.x_test, ds.y_test)
+    assert m["clean_acc"] == pytest.approx(clean_acc, abs=1e-4)
+    assert m["retrained_acc"] * len(ds.y_test) / 100 == pytest.approx(round(m["retrained_acc"] * len(ds.y_test) / 100), abs=1e-3)
+    assert m["drop"] == pytest.approx(m["retrained_acc"] - clean_acc, abs=1e-4)
     assert rec["config"]["options"] and json.dumps(m["attack_config"])  # settings recorded, JSON-safe
     if attack == "mt":
         assert isinstance(m["attack_config"]["reached"], bool)

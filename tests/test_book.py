@@ -54,6 +54,8 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     meta = json.loads(dst.read_text())["metadata"]["poisonlib"]
     assert meta["parameters"]["profile"] == "smoke"
     assert meta["cache_key"] == cache_key(str(root / "notebooks" / "ch.md"), meta["parameters"])
+    injected = [c for c in json.loads(dst.read_text())["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"]  # not repeated on the page
     assert "executing ch" in capsys.readouterr().out
     assert json.loads((root / "book" / "executed" / "timings.json").read_text())["smoke"]["ch"] > 0  # the performance chapter's input
     build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
@@ -117,3 +119,24 @@ def test_figures_shown_in_an_executed_chapter_carry_the_profile(tmp_path):
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
     assert any("image/png" in o.get("data", {}) for o in outs)
     assert "shown: profile: smoke · poisonlib" in text and "profile: smoke · poisonlib" in html
+
+
+def test_a_chapter_reruns_on_other_grid_axes_under_papermill(tmp_path, monkeypatch):
+    """The book's second use: re-execute one chapter with other axes, as `papermill -p` passes them
+    (strings), and get a table with exactly those rows."""
+    import json
+
+    from poisonlib.book import _kernel_env, execute_notebook
+
+    for k, v in _kernel_env(ROOT).items():  # this interpreter's kernel; the test's own results store
+        monkeypatch.setenv(k, v)
+    dst = tmp_path / "tgda_targets.ipynb"
+    params = {"profile": "smoke", "protocols": '["paper"]', "models": "['lr']", "eps_ds": "[0.1, 0.3]"}
+    execute_notebook(os.path.join(ROOT, "notebooks", "tgda_targets.md"), str(dst), params, cwd=ROOT)
+    nb = json.loads(dst.read_text())
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in nb["cells"] for o in c.get("outputs", [])]
+    table = next(t for t in texts if t.startswith("Table 9"))
+    lines = table.splitlines()[2:]  # caption, header, then one line per row
+    assert len(lines) == 2 and all(line.split()[:2] in (["LR", "0.1"], ["LR", "0.3"]) for line in lines), table
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "<caption>Table 9" in html and "profile: smoke" in html

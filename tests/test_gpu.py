@@ -29,21 +29,50 @@ CELLS = [
 ]
 
 
+def spy_on_gradients(monkeypatch) -> list[str]:
+    """Record the device type of every tensor that is differentiated (``Tensor.backward`` in
+    training, ``torch.autograd.grad`` in the attacks and τ): where the work actually runs,
+    whatever device string was passed in."""
+    seen = []
+    backward, grad = torch.Tensor.backward, torch.autograd.grad
+
+    def spy_backward(self, *a, **kw):
+        seen.append(self.device.type)
+        return backward(self, *a, **kw)
+
+    def spy_grad(outputs, *a, **kw):
+        outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        seen.extend(o.device.type for o in outs)
+        return grad(outputs, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "backward", spy_backward)
+    monkeypatch.setattr(torch.autograd, "grad", spy_grad)
+    return seen
+
+
 @pytest.mark.parametrize("cell", CELLS, ids=[c.label() for c in CELLS])
-def test_cell_runs_on_cuda(cell):
+def test_cell_runs_on_cuda(cell, monkeypatch):
+    seen = spy_on_gradients(monkeypatch)
     rec = run_cell(cell, "smoke", device="cuda")
+    assert seen, "no gradient was computed: nothing ran"
+    on = {d: seen.count(d) for d in set(seen)}
+    assert set(on) == {"cuda"}, f"gradients computed on {on} (device='cuda' was asked for)"
     assert rec["environment"]["device"].startswith("cuda")
     accs = {k: v for k, v in rec["metrics"].items() if k.endswith("_acc")}
     assert accs and all(0 <= v <= 100 for v in accs.values()), accs
 
 
 @pytest.mark.parametrize("defense", ["sever", "influence"])
-def test_sanitizers_score_on_the_models_device_and_agree_with_the_cpu(defense):
+def test_sanitizers_score_on_the_models_device_and_agree_with_the_cpu(defense, monkeypatch):
     ds = load_for_profile("mnist", "smoke")
     clean, _, _ = clean_and_target(ds, "lr", 1.0, "smoke", device="cpu")
     x, y = ds.x_train, ds.y_train
     kw = {"x_val": ds.x_val, "y_val": ds.y_val}
     on_cpu = sanitize(defense, clean, x, y, ds.task, 0.1, **kw)
-    on_gpu = sanitize(defense, clean.to("cuda"), x, y, ds.task, 0.1, **kw)
-    assert on_gpu.device.type == "cpu"
+    gpu_model = clean.to("cuda")
+    assert next(gpu_model.parameters()).device.type == "cuda"
+    seen = spy_on_gradients(monkeypatch)
+    on_gpu = sanitize(defense, gpu_model, x, y, ds.task, 0.1, **kw)
+    assert seen and set(seen) == {"cuda"}, f"scores computed on {set(seen)}, the model lives on cuda"
+    assert on_gpu.device.type == "cpu" and next(gpu_model.parameters()).device.type == "cuda"  # the mask for CPU data; the model stays
     assert (on_cpu == on_gpu).float().mean() > 0.95  # float64 scores; ties at the cut may differ

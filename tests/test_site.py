@@ -85,6 +85,25 @@ def test_footer_shows_the_version_and_every_chapter_its_profile():
             assert re.search(r"profile: (smoke|cpu|paper)", text), f"{f} does not say which profile produced it"
 
 
+def test_no_page_shows_a_path_of_the_build_machine():
+    """Warnings, tracebacks or reprs leak absolute paths (the venv, the checkout, the build folder)
+    into outputs; no built page may contain one."""
+    import sys
+
+    build = os.path.dirname(os.path.dirname(os.path.abspath(SITE)))  # the --path-output folder
+    paths = {p for p in (ROOT, build, sys.prefix, os.path.realpath(sys.prefix), os.path.expanduser("~")) if len(p) > 1}
+    leaks = []
+    for page in _pages():
+        text = open(page, encoding="utf-8").read()
+        leaks += [f"{os.path.relpath(page, SITE)}: {p}" for p in sorted(paths) if p in text]
+    assert not leaks, f"{len(leaks)} page(s) contain a path of the build machine, e.g. {leaks[:5]}"
+
+
+def test_papermill_injected_parameters_are_not_shown():
+    shown = [os.path.relpath(p, SITE) for p in _pages() if "injected-parameters" in open(p, encoding="utf-8").read()]
+    assert not shown, f"pages showing papermill's injected-parameters cell: {shown[:5]}"
+
+
 def test_math_renderer_is_served_from_the_site_itself():
     """Formulas render offline: every page loads MathJax from the site's ``_static``, not a CDN."""
     offsite = []

@@ -17,12 +17,14 @@ LAYERS = ("auto", "all", "last")
 
 def last_layer_view(model: torch.nn.Module, x: torch.Tensor):
     """``(linear, features)`` with ``model(x) == linear(features)``: the last linear layer as a
-    :class:`~poisonlib.models.LinearModel` on the penultimate features φ(x) (Thm. 4's split)."""
+    :class:`~poisonlib.models.LinearModel` on the penultimate features φ(x) (Thm. 4's split).
+    The linear model stays on the network's device, so that the scores are computed there too;
+    the features are returned on the CPU (the scorers move them to the model)."""
     phi, last = split_last_layer(model)
     dev = last.weight.device
     with torch.no_grad():
         feats = torch.cat([phi(x[i : i + 2048].to(dev)).cpu() for i in range(0, len(x), 2048)]).flatten(1)
-    lin = linear_model(last.weight.detach().cpu(), None if last.bias is None else last.bias.detach().cpu())
+    lin = linear_model(last.weight.detach().cpu(), None if last.bias is None else last.bias.detach().cpu()).to(dev)
     return lin, feats.cpu()
 
 
