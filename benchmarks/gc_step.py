@@ -170,9 +170,9 @@ def main() -> None:
             rows.append(row)
             print(f"{name:>5} {n_p:>5} {row['method']:>15} | " + " | ".join(f"{1e3 * res[c][0]:>10.2f} [{res[c][2]:>4.2f}]" for c in cols)
                   + f" | {row['ours / released f32 all']:>10.2f} {row['ours / fwd+bwd']:>6.2f} | {rel:.1e}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            if args.json:  # after every row, so that a run stopped early keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":
