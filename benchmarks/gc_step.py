@@ -17,8 +17,11 @@ Columns, all in one process on the same MNIST-5k tensors, target and poisons:
   baseline of this script, kept and labelled for what it is (no user of the
   released NN / CNN code pays it).
 
-Ratios are ours / released f32 all and ours / fwd+bwd. Peak memory is the growth of
-the resident set while each column runs (a sampling thread). Our gradient must agree
+Ratios are ours / released f32 all and ours / fwd+bwd, of medians (the JSON also keeps
+each column's minimum). The columns are timed round-robin, one call each per round, so that
+load from elsewhere on the machine falls on all of them alike. Peak memory is the growth
+of the resident set during one warm-up call of each column (a sampling thread, not running
+while the timed calls run). Our gradient must agree
 with the released-style step on all parameters to 1e-5 (max abs difference relative
 to max |g|) in float64.
 
@@ -77,8 +80,8 @@ def _rss_gib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 2**20
 
 
-def measure(fn, repeats: int) -> tuple[float, float, float]:
-    """(median seconds per call, minimum, peak extra GiB of resident memory)."""
+def peak_rss(fn) -> float:
+    """Peak extra GiB of resident memory during one call of ``fn`` (a sampling thread; also the warm-up)."""
     gc.collect()
     start, peak, done = _rss_gib(), [0.0], threading.Event()
 
@@ -89,16 +92,28 @@ def measure(fn, repeats: int) -> tuple[float, float, float]:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    fn()
     done.set()
     th.join()
-    times.sort()
-    return times[len(times) // 2], times[0], max(peak[0] - start, 0.0)
+    return max(peak[0] - start, 0.0)
+
+
+def measure(fns: dict, repeats: int) -> dict:
+    """``{column: (median seconds per call, minimum, peak extra GiB)}``. The columns are timed
+    round-robin, one call each per round, without the memory sampler running, so that load
+    from elsewhere on the machine falls on every column alike."""
+    mem = {c: peak_rss(fn) for c, fn in fns.items()}
+    times = {c: [] for c in fns}
+    for _ in range(repeats):
+        for c, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[c].append(time.perf_counter() - t0)
+    out = {}
+    for c, ts in times.items():
+        ts.sort()
+        out[c] = (ts[len(ts) // 2], ts[0], mem[c])
+    return out
 
 
 def check_agreement(model, x, y, x_p, y_p, task) -> float:
@@ -160,13 +175,15 @@ def main() -> None:
                 "ours jvp": lambda: gc_gradient(model, w, x_p, y_p, g_mu, e, task, "jvp"),
                 "recompute-all": lambda: recompute_all_step(model, x, y, x_p, y_p, task),
             }
-            res = {c: measure(fns[c], args.repeats) for c in cols}
+            res = measure({c: fns[c] for c in cols}, args.repeats)
             row = dict(model=name, eps_d=eps, n_poison=n_p, method=resolve_method(model, w, "auto"), agreement=rel,
                        threads=torch.get_num_threads(), torch=torch.__version__,
                        **{f"{c} ms": 1e3 * res[c][0] for c in cols}, **{f"{c} GiB": res[c][2] for c in cols})
             row["ours / released f32 all"] = res["ours"][0] / res["released f32 all"][0]
             row["ours / released f64"] = res["ours"][0] / res["released f64"][0]
             row["ours / fwd+bwd"] = res["ours"][0] / res["fwd+bwd"][0]
+            row["ours / fwd+bwd (min)"] = res["ours"][1] / res["fwd+bwd"][1]
+            row.update({f"{c} min ms": 1e3 * res[c][1] for c in cols})
             rows.append(row)
             print(f"{name:>5} {n_p:>5} {row['method']:>15} | " + " | ".join(f"{1e3 * res[c][0]:>10.2f} [{res[c][2]:>4.2f}]" for c in cols)
                   + f" | {row['ours / released f32 all']:>10.2f} {row['ours / fwd+bwd']:>6.2f} | {rel:.1e}", flush=True)

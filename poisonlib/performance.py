@@ -102,3 +102,12 @@ def budget_table(rows: list[dict] | None) -> pd.DataFrame:
                         "final residual": round(r["residual_final"], 3), "drop (points)": round(r["drop"], 2),
                         "wall time (s)": round(r["wall_time_s"])} for r in rows])
     return df.set_index(["model", "ε_d", "GC steps"])
+
+
+def memory_table(rows: list[dict] | None) -> pd.DataFrame:
+    """Peak extra resident memory (GiB) of each step column, per (model, n_p)."""
+    if not rows:
+        return _missing("python benchmarks/gc_step.py --models cnn --eps 1 --json benchmarks/results/gc_step_cpu_cnn_eps1.json")
+    df = pd.DataFrame([{"model": r["model"], "n_p": r["n_poison"], **{f"{c} (GiB)": round(r[f"{c} GiB"], 2) for c in STEP_COLUMNS}}
+                       for r in rows])
+    return df.set_index(["model", "n_p"])

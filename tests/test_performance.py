@@ -19,6 +19,8 @@ def test_step_table_marks_the_goal_per_model():
     df = performance.step_table([_step_row("lr", 84, 1.2, 1.0), _step_row("nn", 84, 2.5, 1.0)])
     assert bool(df.loc[("lr", 84), "goal met"]) and not bool(df.loc[("nn", 84), "goal met"])
     assert df.loc[("nn", 84), "goal (ours / fwd+bwd)"] == 2.0
+    mem = dict(_step_row("cnn", 2800, 1.0, 1.0), **{f"{c} GiB": 1.0 for c in performance.STEP_COLUMNS})
+    assert performance.memory_table([mem]).loc[("cnn", 2800), "ours (GiB)"] == 1.0
     fig, ax = plt.subplots()
     performance.step_figure(ax, [_step_row("lr", 84, 1.2, 1.0)])
     assert len(ax.patches) == len(performance.STEP_COLUMNS)
