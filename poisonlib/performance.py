@@ -101,6 +101,9 @@ def budget_table(rows: list[dict] | None) -> pd.DataFrame:
                         **{f"residual @{k}": round(v, 3) for k, v in r["curve"].items()},
                         "final residual": round(r["residual_final"], 3), "drop (points)": round(r["drop"], 2),
                         "wall time (s)": round(r["wall_time_s"])} for r in rows])
+    steps = sorted({int(k) for r in rows for k in r["curve"]})
+    first = ["model", "ε_d", "τ(2)", "GC steps"]
+    df = df[first + [f"residual @{k}" for k in steps] + [c for c in df.columns if c not in first and not c.startswith("residual @")]]
     return df.set_index(["model", "ε_d", "GC steps"])
 
 
@@ -111,3 +114,12 @@ def memory_table(rows: list[dict] | None) -> pd.DataFrame:
     df = pd.DataFrame([{"model": r["model"], "n_p": r["n_poison"], **{f"{c} (GiB)": round(r[f"{c} GiB"], 2) for c in STEP_COLUMNS}}
                        for r in rows])
     return df.set_index(["model", "n_p"])
+
+
+def flops_table(rows: list[dict] | None) -> pd.DataFrame:
+    """GFLOP of one forward + backward and of one GC step, and their ratio, per (model, n_p)."""
+    if not rows:
+        return _missing("python benchmarks/gc_flops.py --json benchmarks/results/gc_flops_cpu.json")
+    df = pd.DataFrame([{"model": r["model"], "n_p": r["n_poison"], "method": r["method"], "fwd+bwd (GFLOP)": r["fwd_bwd_flops"] / 1e9,
+                        "ours (GFLOP)": r["ours_flops"] / 1e9, "ours / fwd+bwd (flops)": r["ratio"]} for r in rows])
+    return df.set_index(["model", "n_p"]).round(3)

@@ -53,3 +53,8 @@ def test_budget_table_puts_the_budgets_side_by_side():
     df = performance.budget_table(rows)
     assert list(df.index.get_level_values("GC steps")) == [100, 1000]
     assert df.loc[("nn", 1.0, 1000), "final residual"] == 14.6 and df["residual @1000"].isna().tolist() == [True, False]
+
+
+def test_flops_table_ratio():
+    df = performance.flops_table([dict(model="nn", n_poison=84, method="double_backward", fwd_bwd_flops=2e9, ours_flops=5e9, ratio=2.5)])
+    assert df.loc[("nn", 84), "ours (GFLOP)"] == 5.0 and df.loc[("nn", 84), "ours / fwd+bwd (flops)"] == 2.5
