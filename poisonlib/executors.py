@@ -212,11 +212,11 @@ class RayExecutor(Executor):
 
     def map(self, fn, tasks):
         ray = self.ray
+        remote = {gpus: ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(guarded) for gpus in (0, self.gpus_per_task)}
         pending = {}
-        for t in tasks:
+        for t in tasks:  # one CPU each, and GPUs for a task on CUDA
             gpus = self.gpus_per_task if str(getattr(t, "device", "cpu")).startswith("cuda") else 0
-            remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(guarded)
-            pending[remote.remote(fn, t, self.threads)] = t
+            pending[remote[gpus].remote(fn, t, self.threads)] = t
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -500,10 +500,12 @@ class _Run:
     def dispatch(self, todo: dict) -> None:
         """Run the cells of ``todo`` (resolved cell -> nodes) through the executor; file each outcome as it arrives."""
         tasks = [self.task(nodes, cell) for cell, nodes in todo.items()]
-        self.counts["running"] = len(tasks)
+        left = len(tasks)
+        self.counts["running"] = left if self.ex.parallel else min(left, 1)
         self.postfix()
         for task, out in self.ex.map(execute, tasks):
-            self.counts["running"] -= 1
+            left -= 1
+            self.counts["running"] = left if self.ex.parallel else min(left, 1)
             for node in todo[task.cell]:
                 self.outcome(node, task, out)
                 self.finish(node)

@@ -30,7 +30,7 @@ def records(store) -> dict:
         if folder in ("manifests", "quarantine", "slurm") or not os.path.isdir(os.path.join(store, folder)):
             continue
         for name in sorted(os.listdir(os.path.join(store, folder))):
-            if name.endswith(".json") and not name.startswith("reference-"):
+            if name.endswith(".json") and not name.startswith((".", "reference-")):  # not a temporary file a killed run left
                 with open(os.path.join(store, folder, name)) as f:
                     rec = json.load(f)
                 out[f"{folder}/{name}"] = {k: v for k, v in rec.items() if k not in HOST_FIELDS}
@@ -63,12 +63,18 @@ def _same_as_serial(serial, store, rows):
     assert store_files(store) == store_files(ref_store)  # the target's models and the kept poisons landed too
 
 
-def test_a_process_pool_gives_the_serial_records(serial, tmp_path):
+#: A cell that fails (gradient_canceling gets an unknown keyword: TypeError) in any process.
+BAD = Cell("gc", "mnist", "lr", 1.0, eps_d=0.1, gc_options=(("no_such_option", 1),))
+
+
+def test_a_process_pool_gives_the_serial_records_and_reports_a_failing_cell(serial, tmp_path, capsys):
     with get_executor("local", jobs=2) as ex:
-        rows = run(tmp_path / "j2", ex)
-    _same_as_serial(serial, tmp_path / "j2", rows)
-    with get_executor("local", jobs=2) as ex:  # a second run finds every cell in the store
-        assert [r["status"] for r in run(tmp_path / "j2", ex)] == ["cached"] * 3
+        rows = run(tmp_path / "j2", ex, cells=CELLS + [BAD])
+        assert rows[3]["status"] == "failed" and rows[3]["reason"].startswith("TypeError") and "no_such_option" in rows[3]["reason"]
+        err = capsys.readouterr().err
+        assert "Traceback" in err and f"{BAD.label()} failed" in err
+        _same_as_serial(serial, tmp_path / "j2", rows[:3])  # the other cells landed
+        assert [r["status"] for r in run(tmp_path / "j2", ex, cells=CELLS + [BAD])] == ["cached"] * 3 + ["failed"]  # a rerun resumes
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install poisonlib[ray])")
@@ -85,18 +91,6 @@ def test_submitits_local_executor_gives_the_serial_records(serial, tmp_path):
     rows = run(tmp_path / "slurm", ex)
     _same_as_serial(serial, tmp_path / "slurm", rows)
     assert os.listdir(tmp_path / "submitit")  # the jobs' logs and pickles
-
-
-def test_a_failing_cell_is_reported_and_the_others_land(serial, tmp_path, capsys):
-    bad = Cell("gc", "mnist", "lr", 1.0, eps_d=0.1, gc_options=(("no_such_option", 1),))  # gradient_canceling raises TypeError
-    with get_executor("local", jobs=2, isolated=True) as ex:  # the driver writes what the workers made
-        rows = run(tmp_path / "f", ex, cells=CELLS + [bad])
-    assert [r["status"] for r in rows] == ["computed"] * 3 + ["failed"]
-    assert rows[3]["reason"].startswith("TypeError") and "no_such_option" in rows[3]["reason"]
-    err = capsys.readouterr().err
-    assert "Traceback" in err and "failed" in err
-    assert records(tmp_path / "f") == records(serial[1])
-    assert [r["status"] for r in run(tmp_path / "f", cells=CELLS + [bad])] == ["cached"] * 3 + ["failed"]  # serially too
 
 
 def test_a_failed_dependency_fails_its_dependents(tmp_path, monkeypatch):
@@ -132,7 +126,7 @@ def test_a_killed_run_resumes_to_the_same_records(serial, tmp_path):
     finally:
         p.wait()
     assert len(records(store)) < 3
-    with get_executor("local", jobs=2, isolated=True) as ex:
+    with get_executor("local", jobs=2, isolated=True) as ex:  # workers in private stores: the driver writes what they made
         rows = run(store, ex)
     assert sorted(r["status"] for r in rows) == ["cached", "cached", "computed"]
     assert records(store) == records(serial[1])
