@@ -4,4 +4,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a process pool's spawned workers import this module too
+    sys.exit(main())

@@ -188,6 +188,42 @@ def _record_time(root: str, name: str, profile: str, secs: float) -> None:
     os.replace(tmp, path)
 
 
+def chapter_grids(src: str) -> list[tuple[str, dict]]:
+    """The grids the chapter ``src`` runs, as ``(experiment, extra keywords)``: its
+    ``run_experiment("...")`` calls (``eps_w="calibrated"`` ones too) and, for a chapter that
+    calls ``reproduction.run_all``, every table's grid."""
+    import re
+
+    from .reproduction import EXPERIMENTS
+
+    with open(src, encoding="utf-8") as f:
+        text = f.read()
+    grids = [(g, {}) for g in re.findall(r'run_experiment\("(\w+)"', text)]
+    grids += [(g, {"eps_w": "calibrated"}) for g in re.findall(r'run_experiment\("(\w+)"[^\n]*eps_w="calibrated"', text)]
+    if "reproduction.run_all(" in text:
+        grids += [(g, {}) for g in EXPERIMENTS]
+    return list({(g, tuple(kw.items())): (g, kw) for g, kw in grids}.values())
+
+
+def compute_grids(sources: list[str], profile: str, *, device="auto", data_root=None, protocols=("paper",), executor=None) -> None:
+    """Compute the grids of the chapters ``sources`` under each protocol through ``executor``
+    (stored cells are kept), so that executing the notebooks afterwards only reads the store."""
+    from .runner import run_experiment
+
+    done = set()
+    for src in sources:
+        for grid, kw in chapter_grids(src):
+            for proto in protocols:
+                if (grid, proto, tuple(kw.items())) in done:
+                    continue
+                done.add((grid, proto, tuple(kw.items())))
+                print(f"[poisonlib book] computing {grid} [{profile}, {proto}] through the {executor.name} executor ...", flush=True)
+                rows = run_experiment(grid, profile, device=device, data_root=data_root, protocol=proto, executor=executor, **kw)
+                failed = [r for r in rows if r["status"] == "failed"]
+                if failed:
+                    print(f"[poisonlib book] {grid}: {len(failed)} cell(s) failed; their chapters will retry them", flush=True)
+
+
 def _jupyter_book() -> str:
     exe = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
     return exe if os.path.exists(exe) else (shutil.which("jupyter-book") or "jupyter-book")
@@ -204,6 +240,7 @@ def build_book(
     root: str | None = None,
     force: bool = False,
     protocol: str = "both",
+    executor=None,
 ) -> str | None:
     """Execute the notebooks at ``profile`` and build the HTML; returns the path of ``index.html``.
 
@@ -212,7 +249,10 @@ def build_book(
     also drives its figures).
 
     A chapter whose executed notebook carries the same :func:`cache_key` (same source,
-    parameters and package code) is not re-run unless ``force``."""
+    parameters and package code) is not re-run unless ``force``.
+
+    With an ``executor`` (:mod:`poisonlib.executors`) the grids of the chapters to run are
+    computed through it first (:func:`compute_grids`); the notebooks then read them from the store."""
     from .experiments import PROFILES
 
     from .protocols import PROTOCOLS
@@ -226,6 +266,7 @@ def build_book(
     os.environ.update(_kernel_env(root))
     digest = _package_digest()
     try:
+        todo = []
         for src in notebook_sources(root, only):
             name = os.path.splitext(os.path.basename(src))[0]
             dst = os.path.join(root, EXECUTED_DIR, name + ".ipynb")
@@ -234,6 +275,10 @@ def build_book(
             if not force and _stored_key(dst) == key:
                 print(f"[poisonlib book] {name}: unchanged since its last run at profile {profile} (cached; --force re-runs it)", flush=True)
                 continue
+            todo.append((src, name, dst, nb_params, key))
+        if executor is not None:
+            compute_grids([t[0] for t in todo], profile, device=device, data_root=data_root, protocols=params["protocols"], executor=executor)
+        for src, name, dst, nb_params, key in todo:
             print(f"[poisonlib book] executing {name} at profile {profile} ...", flush=True)
             try:
                 secs = execute_notebook(src, dst, nb_params, cwd=root)

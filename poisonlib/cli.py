@@ -55,6 +55,60 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _jobs(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return v
+
+
+def _add_executor(p):
+    """``--executor`` and its options (``poisonlib run``, ``poisonlib book``)."""
+    from .executors import list_executors
+
+    g = p.add_argument_group("executor", "where the cells run (default: here, one after another)")
+    g.add_argument("--executor", default="local", choices=list_executors(),
+                   help="local: this machine (-j N: N processes); ray: Ray tasks; slurm: a SLURM job array through submitit")
+    g.add_argument("-j", "--jobs", type=_jobs, default=None,
+                   help="local: processes; ray: CPUs of the local cluster started when no --ray-address is given; slurm: jobs at once")
+    g.add_argument("--ray-address", default=None, help="the Ray cluster to join (e.g. auto, or ray://head:10001); default: a local one")
+    g.add_argument("--ray-gpus-per-task", type=_positive, default=None, help="GPUs each cell asks for on CUDA (default 1; 0.25 packs four)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    g.add_argument("--slurm-gpus", type=_nonneg_int, default=None, help="GPUs per job (default 0; cells then run on CUDA with --device auto)")
+    g.add_argument("--slurm-timeout-min", type=_jobs, default=None, help="time limit of each job in minutes (default 60)")
+    g.add_argument("--slurm-folder", default=None, help="submitit's logs and pickles (default: <results>/slurm; on the shared filesystem)")
+    g.add_argument("--slurm-config", default=None, metavar="FILE.yaml",
+                   help="YAML mapping of slurm options: folder, partition, gpus_per_node, timeout_min, array_parallelism, cpus_per_task, "
+                   "mem_gb, additional_parameters (the command line wins)")
+
+
+_RAY_FLAGS = {"ray_address": "--ray-address", "ray_gpus_per_task": "--ray-gpus-per-task"}
+_SLURM_FLAGS = {"slurm_partition": "--slurm-partition", "slurm_gpus": "--slurm-gpus", "slurm_timeout_min": "--slurm-timeout-min",
+                "slurm_folder": "--slurm-folder", "slurm_config": "--slurm-config"}
+
+
+def executor_from_args(args):
+    """The executor that ``--executor`` and its options name (options of another executor are an error)."""
+    from .executors import get_executor, load_slurm_config
+
+    for flags, name in ((_RAY_FLAGS, "ray"), (_SLURM_FLAGS, "slurm")):
+        given = [flag for k, flag in flags.items() if getattr(args, k) is not None]
+        if given and args.executor != name:
+            raise PoisonlibError(f"{given[0]} is an option of --executor {name}, not --executor {args.executor}")
+    if args.executor == "local":
+        return get_executor("local", jobs=args.jobs or 1)
+    if args.executor == "ray":
+        return get_executor("ray", jobs=args.jobs, address=args.ray_address, gpus_per_task=args.ray_gpus_per_task or 1.0)
+    opts = load_slurm_config(args.slurm_config) if args.slurm_config else {}
+    cli = {"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus, "timeout_min": args.slurm_timeout_min,
+           "folder": args.slurm_folder, "array_parallelism": args.jobs}
+    opts.update({k: v for k, v in cli.items() if v is not None})
+    return get_executor("slurm", **opts)
+
+
 def _add_common(p, *, eps_w_default=None):
     from .data import list_datasets
     from .experiments import PROFILES
@@ -140,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only write the chapters as unexecuted notebooks into book/executed (what the Binder launch buttons open)")
     book.add_argument("--force", action="store_true", help="re-execute chapters even when their source, parameters and poisonlib's code are unchanged")
     _add_protocol(book, both=True)
+    _add_executor(book)
 
     from .runner import list_experiments
 
@@ -154,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     _add_protocol(run)
+    _add_executor(run)
 
     rep = sub.add_parser("report", help="every number of the paper's Tables 1-10 beside ours, with verdicts",
                          description="Read every table's grid at a profile from the results store, list the cells it lacks with the "
@@ -338,9 +394,18 @@ def cmd_book(args) -> int:
         written = convert_sources(args.root, args.only)
         print(f"wrote {len(written)} notebook(s) into book/executed (existing ones kept)")
         return 0
-    build_book(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only,
-               build=not args.no_build, path_output=args.path_output, root=args.root, force=args.force, protocol=args.protocol)
+    kw = dict(profile=args.profile, device=args.device, data_root=args.data_root, only=args.only, build=not args.no_build,
+              path_output=args.path_output, root=args.root, force=args.force, protocol=args.protocol)
+    if args.executor == "local" and not args.jobs and not _executor_options(args):
+        build_book(**kw)  # the chapters compute their own cells, one after another
+        return 0
+    with executor_from_args(args) as ex:
+        build_book(**kw, executor=ex)
     return 0
+
+
+def _executor_options(args) -> list[str]:
+    return [k for k in (*_RAY_FLAGS, *_SLURM_FLAGS) if getattr(args, k) is not None]
 
 
 _RUN_COLUMNS = ("status", "protocol", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc",
@@ -362,7 +427,9 @@ def cmd_run(args) -> int:
     cells = [dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(get_profile(args.profile))]
     if args.seeds is not None:
         cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind != "target" else c for c in cells for s in args.seeds))
-    rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells)
+    with executor_from_args(args) as ex:
+        rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells,
+                              executor=ex)
     df = pd.DataFrame(rows)
     if df.empty:
         print("no cells")

@@ -103,6 +103,16 @@ def remove_with_partials(path: str) -> None:
             os.remove(f)
 
 
+def atomic_write_bytes(blob: bytes, path: str) -> str:
+    """Write ``blob`` to ``path`` atomically (a store file an isolated worker made)."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+
+    return _atomic(path, write)
+
+
 def atomic_torch_save(obj, path: str) -> str:
     """``torch.save`` to ``path`` atomically."""
     return _atomic(path, lambda tmp: torch.save(obj, tmp))

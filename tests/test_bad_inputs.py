@@ -89,6 +89,20 @@ CASES = {
     "run unknown protocol": (["run", "table1", "--protocol", "authors"], "invalid choice: 'authors'"),
     "run seeds negative": (["run", "table1", "--seeds", "-1"], "'-1'"),
     "run csv is a folder": (["run", "table1", "--csv", "{tmp}"], "is a folder"),
+    # run, book: executors
+    "run unknown executor": (["run", "table1", "--executor", "dask"], "invalid choice: 'dask'"),
+    "run jobs zero": (["run", "table1", "-j", "0"], "-j/--jobs: must be an integer >= 1, got '0'"),
+    "run jobs text": (["run", "table1", "--jobs", "many"], "got 'many'"),
+    "run ray option without ray": (["run", "table1", "--ray-address", "auto"], "--ray-address is an option of --executor ray, not --executor local"),
+    "run ray gpus zero": (["run", "table1", "--executor", "ray", "--ray-gpus-per-task", "0"], "got '0'"),
+    "run slurm option without slurm": (["run", "table1", "--slurm-partition", "gpu"], "--slurm-partition is an option of --executor slurm"),
+    "run slurm timeout zero": (["run", "table1", "--executor", "slurm", "--slurm-timeout-min", "0"], "got '0'"),
+    "run slurm gpus negative": (["run", "table1", "--executor", "slurm", "--slurm-gpus", "-1"], "got '-1'"),
+    "run slurm config missing": (["run", "table1", "--executor", "slurm", "--slurm-config", "{tmp}/none.yaml"], "none.yaml' does not exist"),
+    "run slurm config unknown key": (["run", "table1", "--executor", "slurm", "--slurm-config", "FILE:typo.yaml"], "unknown key(s) ['partiton']"),
+    "run slurm config not a mapping": (["run", "table1", "--executor", "slurm", "--slurm-config", "FILE:list.yaml"], "must be a mapping"),
+    "book jobs zero": (["book", "-j", "0"], "got '0'"),
+    "book ray option without ray": (["book", "--ray-address", "auto", "--no-build"], "--ray-address is an option of --executor ray"),
     "report unknown profile": (["report", "--profile", "huge"], "invalid choice: 'huge'"),
     "report unknown protocol": (["report", "--protocol", "authors"], "invalid choice: 'authors'"),
     # data fetch (fails before any network)
@@ -126,6 +140,12 @@ def _make(kind: str, tmp) -> str:
     elif kind in ("text.npz", "text.pt", "plain.txt"):
         with open(path, "w") as fh:
             fh.write("just some text\n")
+    elif kind == "typo.yaml":
+        with open(path, "w") as fh:
+            fh.write("partiton: gpu\n")
+    elif kind == "list.yaml":
+        with open(path, "w") as fh:
+            fh.write("- partition\n- gpu\n")
     elif kind == "partial.npz":
         np.savez(path, x_train=np.zeros((4, 2)), y_train=np.zeros(4, dtype=np.int64))
     elif kind == "nan.npz":
