@@ -158,10 +158,15 @@ def hide_injected(nb: dict) -> dict:
 
 def _stamp(dst: str, key: str, parameters: dict) -> None:
     """Record the cache key and parameters in the executed notebook's metadata (atomically),
-    and hide papermill's injected cell (:func:`hide_injected`)."""
+    hide papermill's injected cell (:func:`hide_injected`) and drop the build machine's
+    paths from papermill's metadata."""
     with open(dst) as f:
         nb = hide_injected(json.load(f))
     nb.setdefault("metadata", {})["poisonlib"] = {"cache_key": key, "parameters": parameters}
+    pm = nb["metadata"].get("papermill", {})
+    for k in ("input_path", "output_path"):  # the build machine's temporary paths, shipped with the page's .ipynb download
+        if pm.get(k):
+            pm[k] = os.path.basename(dst)
     tmp = dst + ".tmp"
     with open(tmp, "w") as f:
         json.dump(nb, f, indent=1, ensure_ascii=False)

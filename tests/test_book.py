@@ -58,6 +58,7 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"]  # not repeated on the page
     assert "executing ch" in capsys.readouterr().out
     assert json.loads((root / "book" / "executed" / "timings.json").read_text())["smoke"]["ch"] > 0  # the performance chapter's input
+    assert str(tmp_path) not in dst.read_text()  # no path of the build machine in the downloadable notebook
     build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
     assert "unchanged since its last run" in capsys.readouterr().out
     build_book("cpu", build=False, root=str(root))  # other parameters: re-run

@@ -93,7 +93,8 @@ def test_no_page_shows_a_path_of_the_build_machine():
     build = os.path.dirname(os.path.dirname(os.path.abspath(SITE)))  # the --path-output folder
     paths = {p for p in (ROOT, build, sys.prefix, os.path.realpath(sys.prefix), os.path.expanduser("~")) if len(p) > 1}
     leaks = []
-    for page in _pages():
+    downloads = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(SITE, "_sources")) for f in fs if f.endswith(".ipynb")]
+    for page in [*_pages(), *downloads]:  # the pages and the notebooks their download button serves
         text = open(page, encoding="utf-8").read()
         leaks += [f"{os.path.relpath(page, SITE)}: {p}" for p in sorted(paths) if p in text]
     assert not leaks, f"{len(leaks)} page(s) contain a path of the build machine, e.g. {leaks[:5]}"
