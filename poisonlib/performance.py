@@ -70,11 +70,17 @@ def convergence_table(rows: list[dict] | None) -> pd.DataFrame:
     return df.set_index(["problem", "rule"])
 
 
+def _chapters(doc: dict) -> dict:
+    """``{chapter: seconds}`` of a build: ``doc["chapters"]``, or the cpu entry of a copy of
+    ``book/executed/timings.json`` (``{profile: {chapter: seconds}}``)."""
+    return doc.get("chapters") or doc.get("cpu") or {}
+
+
 def book_table(doc: dict | None) -> pd.DataFrame:
     """Seconds per chapter of one build (longest first) with its share of the total."""
-    if not doc:
-        return _missing("make book, then copy book/executed/timings.json")
-    s = pd.Series(doc["chapters"], name="seconds").sort_values(ascending=False)
+    if not doc or not _chapters(doc):
+        return _missing("make book, then copy book/executed/timings.json to benchmarks/results/book_times_cpu.json")
+    s = pd.Series(_chapters(doc), name="seconds").sort_values(ascending=False)
     df = s.to_frame()
     df["share"] = (df["seconds"] / df["seconds"].sum()).round(3)
     df.loc["total"] = [round(df["seconds"].sum(), 1), 1.0]
@@ -83,10 +89,10 @@ def book_table(doc: dict | None) -> pd.DataFrame:
 
 def book_figure(ax, doc: dict | None):
     """Horizontal bars: seconds per chapter, longest on top."""
-    if not doc:
+    if not doc or not _chapters(doc):
         ax.text(0.5, 0.5, "no committed measurement", ha="center", transform=ax.transAxes)
         return ax
-    s = pd.Series(doc["chapters"]).sort_values()
+    s = pd.Series(_chapters(doc)).sort_values()
     ax.barh(s.index, s.values)
     ax.set(xlabel="seconds", title=f"cpu profile, {doc.get('machine', '')}, total {s.sum() / 60:.1f} min")
     ax.tick_params(axis="y", labelsize=7)

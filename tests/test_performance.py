@@ -42,6 +42,8 @@ def test_book_table_sums_and_missing_files_say_how_to_make_them(tmp_path):
     df = performance.book_table(performance.load(str(tmp_path), "b.json"))
     assert list(df.index) == ["a", "b", "total"] and df.loc["total", "seconds"] == 40.0 and df.loc["a", "share"] == 0.75
     assert performance.load(str(tmp_path), "absent.json") is None
+    timings = {"cpu": {"a": 30.0, "b": 10.0}, "smoke": {"a": 1.0}}  # a copy of book/executed/timings.json
+    assert performance.book_table(timings).loc["total", "seconds"] == 40.0
     assert "benchmarks/gc_step.py" in performance.step_table(None)["note"][0]
 
 
