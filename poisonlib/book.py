@@ -180,6 +180,8 @@ TIMINGS = "timings.json"
 def _record_time(root: str, name: str, profile: str, secs: float) -> None:
     """Add a chapter's execution time to ``book/executed/timings.json`` (``{profile: {chapter:
     seconds}}``, the book's last execution of each chapter; written atomically)."""
+    from .results import atomic_write_json
+
     path = os.path.join(root, EXECUTED_DIR, TIMINGS)
     try:
         with open(path) as f:
@@ -187,10 +189,7 @@ def _record_time(root: str, name: str, profile: str, secs: float) -> None:
     except (OSError, ValueError):
         times = {}
     times.setdefault(profile, {})[name] = round(secs, 1)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(times, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_json(times, path)
 
 
 def chapter_grids(src: str) -> list[tuple[str, dict]]:
