@@ -49,9 +49,15 @@ def steps(start="paper", end="released", factors=FACTORS) -> list[tuple[str, obj
     return [(get_protocol(start).name, protos[0])] + list(zip(changed, protos[1:]))
 
 
+def eps_for(eps_ds, model: str) -> tuple:
+    """The ε_d of ``model``'s walk: ``eps_ds`` is one tuple for every model or ``{model: tuple}``."""
+    return tuple(eps_ds[model] if isinstance(eps_ds, dict) else eps_ds)
+
+
 def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", factors=FACTORS, calibrated: bool = True):
-    """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed; with ``calibrated``
-    a last step keeps ``end`` and replaces the literal ε_w by the calibrated one."""
+    """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed (``eps_ds``: a
+    tuple, or ``{model: tuple}``); with ``calibrated`` a last step keeps ``end`` and replaces
+    the literal ε_w by the calibrated one."""
     from .runner import Cell
 
     out = []
@@ -60,20 +66,22 @@ def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="releas
         for d, m, w in rows:
             if factor == "nn" and m != "nn":
                 continue  # the architecture switch only concerns the NN row
-            out += [(i, factor, Cell("gc", d, m, w, eps_d=e, seed=seed, protocol=proto)) for e in eps_ds]
+            out += [(i, factor, Cell("gc", d, m, w, eps_d=e, seed=seed, protocol=proto)) for e in eps_for(eps_ds, m)]
     if calibrated:
-        out += [(len(walk), "eps_w", Cell("gc", d, m, "calibrated", eps_d=e, seed=seed, protocol=walk[-1][1])) for d, m, _ in rows for e in eps_ds]
+        out += [(len(walk), "eps_w", Cell("gc", d, m, "calibrated", eps_d=e, seed=seed, protocol=walk[-1][1]))
+                for d, m, _ in rows for e in eps_for(eps_ds, m)]
     return out
 
 
 def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=None, seed: int = 0, start="paper", end="released", calibrated: bool = True,
                    data_root=None, device="auto", results_dir=None, progress=None) -> list[dict]:
-    """Run (or load) every cell of the walk (``eps_ds``: the profile's ``attribution_eps_d`` by
-    default); one row per cell with ``step``, ``factor`` and the cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
+    """Run (or load) every cell of the walk (``eps_ds``: a tuple or ``{model: tuple}``; by default
+    each model's :meth:`~poisonlib.experiments.Profile.attribution_eps_for`); one row per cell with ``step``, ``factor`` and the cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
     from .experiments import get_profile
     from .runner import run_experiment
 
-    eps_ds = get_profile(profile).attribution_eps_d if eps_ds is None else eps_ds
+    prof = get_profile(profile)
+    eps_ds = {m: prof.attribution_eps_for(m) for _, m, _ in rows} if eps_ds is None else eps_ds
     cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end, calibrated=calibrated)
     out = run_experiment("table2", profile, cells=[c for _, _, c in cs], data_root=data_root, device=device, results_dir=results_dir,
                          progress=progress)
@@ -90,7 +98,7 @@ def _fill(out, rows, eps_ds):
     filled = []
     for i in range(n_steps):
         for _, m, _ in rows:
-            for e in eps_ds:
+            for e in eps_for(eps_ds, m):
                 r = by.get((i, m, _k(e)))
                 if r is None:
                     prev = next(by[(j, m, _k(e))] for j in range(i - 1, -1, -1) if (j, m, _k(e)) in by)

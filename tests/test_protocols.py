@@ -139,6 +139,17 @@ def test_attribution_walk_covers_every_factor_once():
         assert len(changed) == 1
     cells = attribution.cells(rows=attribution.ROWS, eps_ds=(0.1,))
     assert not any(f == "nn" and c.model == "lr" for _, f, c in cells)
+    per_model = attribution.cells(rows=attribution.ROWS, eps_ds={"lr": (0.1, 1.0), "nn": (0.1,)})
+    assert {c.eps_d for _, _, c in per_model if c.model == "lr"} == {0.1, 1.0}
+    assert {c.eps_d for _, _, c in per_model if c.model == "nn"} == {0.1}
+
+
+def test_attribution_eps_d_per_model_at_cpu():
+    from poisonlib.experiments import PROFILES
+
+    cpu, paper = PROFILES["cpu"], PROFILES["paper"]
+    assert "tau" not in cpu.attribution_eps_for("lr") and max(cpu.attribution_eps_for("nn")) <= 0.1
+    assert paper.attribution_eps_for("nn") == paper.attribution_eps_for("lr") == attribution.EPS_DS
 
 
 def test_load_for_profile_sees_the_protocol():
