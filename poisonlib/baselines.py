@@ -12,7 +12,6 @@ Both are cached in the results store like :func:`~poisonlib.experiments.gc_cell`
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 
@@ -176,16 +175,17 @@ def attack_config(dataset: str, model: str, eps_w, eps_d, attack: str, *, seed: 
     return config
 
 
-def attack_cell(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, force: bool = False, results_dir=None, progress=None,
-                **options) -> dict:
-    """:func:`run_attack` cached in the results store as experiment ``attack``."""
-    bound = inspect.signature(run_attack).bind(dataset, model, eps_w, eps_d, attack, **options)
-    bound.apply_defaults()
-    a = dict(bound.arguments)
-    config = attack_config(**{k: a[k] for k in inspect.signature(attack_config).parameters})
+def attack_cell(dataset: str, model: str, eps_w: float, eps_d, attack: str, *, seed: int = 0, profile="cpu", target: str = "gradpc",
+                attack_options: dict | None = None, data_root=None, device="auto", protocol="paper", force: bool = False, results_dir=None,
+                progress=None) -> dict:
+    """:func:`run_attack` cached in the results store as experiment ``attack``; the keywords up
+    to ``protocol`` are its, resolved once here, and what the record is keyed by (:func:`attack_config`)."""
+    cell = dict(seed=seed, profile=get_profile(profile), target=target, attack_options=attack_options, data_root=data_root,
+                device=str(resolve_device(device)), protocol=get_protocol(protocol))
+    config = attack_config(dataset, model, eps_w, eps_d, attack, **cell)
 
     def compute():
-        return run_attack(**{**a, "results_dir": results_dir, "progress": progress})[0]
+        return run_attack(dataset, model, eps_w, eps_d, attack, **cell, results_dir=results_dir, progress=progress)[0]
 
     return cached_run(attack, config, compute, results_dir=results_dir, force=force, device=config["device"])
 

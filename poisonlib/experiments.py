@@ -778,22 +778,22 @@ def gc_config(dataset: str, model: str, eps_w, eps_d, *, seed: int = 0, profile:
     return config
 
 
-def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = False, results_dir: str | None = None, progress=None,
-            keep_poisons: bool = False, **options) -> dict:
+def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, seed: int = 0, profile: str | Profile = "cpu", target: str = "gradpc",
+            eps_w_norm: str = "absolute", scale: float = 1.0, gc_epochs: int | None = None, gc_options: dict | None = None,
+            data_root: str | None = None, device: str = "auto", protocol: str | Protocol = "paper", force: bool = False,
+            results_dir: str | None = None, progress=None, keep_poisons: bool = False) -> dict:
     """:func:`run_gc` cached in the results store as experiment ``"gc"``; returns the record.
 
-    ``options`` are :func:`run_gc`'s keywords (``seed, profile, target, gc_options,
-    data_root, device, ...``); every one of them, defaults included, is part of
-    the cached config. GC checkpoints to ``results/checkpoints/gc-<hash>.pt``, so an
-    interrupted cell resumes where it stopped; the file goes once the record is written.
+    The keywords up to ``protocol`` are :func:`run_gc`'s and, resolved once here, what the
+    record is keyed by (:func:`gc_config`). GC checkpoints to ``results/checkpoints/gc-<hash>.pt``,
+    so an interrupted cell resumes where it stopped; the file goes once the record is written.
     ``keep_poisons`` also saves the poison set and the retrained model's parameters to
     ``results/poisons/gc-<hash>.pt`` (its path is the record's ``poisons`` entry),
     recomputing a cached cell that has none.
     """
-    bound = inspect.signature(run_gc).bind(dataset, model, eps_w, eps_d, **options)
-    bound.apply_defaults()
-    a = dict(bound.arguments)
-    config = gc_config(**{k: a[k] for k in inspect.signature(gc_config).parameters})
+    cell = dict(seed=seed, profile=get_profile(profile), target=target, eps_w_norm=eps_w_norm, scale=scale, gc_epochs=gc_epochs,
+                gc_options=gc_options, data_root=data_root, device=str(resolve_device(device)), protocol=get_protocol(protocol))
+    config = gc_config(dataset, model, eps_w, eps_d, **cell)
 
     root = results_dir or default_results_dir()
     ckpt = os.path.join(root, "checkpoints", f"gc-{config_hash(config)}.pt")
@@ -802,7 +802,7 @@ def gc_cell(dataset: str, model: str, eps_w: float, eps_d, *, force: bool = Fals
         remove_with_partials(ckpt)
 
     def compute():
-        metrics, res, _, _ = run_gc(**{**a, "results_dir": results_dir, "progress": progress, "checkpoint": ckpt})
+        metrics, res, _, _ = run_gc(dataset, model, eps_w, eps_d, **cell, results_dir=results_dir, progress=progress, checkpoint=ckpt)
         if keep_poisons:
             atomic_torch_save({"x": res.x.cpu(), "y": res.y.cpu(), "init_index": res.init_index.cpu(), "config": config,
                                "retrained": res.retrained.state_dict()}, poisons)

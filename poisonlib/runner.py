@@ -24,11 +24,11 @@ from tqdm import tqdm
 from ._registry import Registry
 from ._validation import PoisonlibError, check_choice
 from .attacks.gc import n_poison_points
-from .baselines import attack_cell, defense_cell
-from .experiments import gc_cell, get_profile, target_cell
+from .baselines import attack_cell, attack_config, defense_cell, defense_config
+from .experiments import gc_cell, gc_config, get_profile, target_cell, target_config
 from .protocols import PROTOCOLS
-from .results import (QUARANTINE, _STORE_ONLY, MissingRecord, StoreError, atomic_write_bytes, atomic_write_json, default_results_dir, hardware,
-                      store_only)
+from .results import (QUARANTINE, _STORE_ONLY, MissingRecord, StoreError, atomic_write_bytes, atomic_write_json, config_hash, default_results_dir,
+                      hardware, store_only)
 from .train import show_progress
 
 EXPERIMENTS = Registry("experiment")
@@ -74,6 +74,15 @@ class Cell:
         name = getattr(self.protocol, "name", self.protocol)
         proto = "" if name == "paper" else f" [{name}]"
         return f"{what} {how} eps_d={self.eps_d} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "") + proto
+
+    def resolve(self, profile="cpu", *, data_root: str | None = None, device: str = "auto") -> CellSpec:
+        """This cell at ``profile`` on ``device`` (``"auto"`` resolved here) as a :class:`CellSpec`."""
+        from .train import resolve_device
+
+        if self.eps_d == "mt":
+            raise PoisonlibError(f"cell {self.label()}: eps_d='mt' is MT's budget, known once MT's cell has run; run it through run_experiment")
+        check_choice("kind", self.kind, _KINDS)
+        return CellSpec(self, get_profile(profile), data_root, str(resolve_device(device)))
 
 
 @dataclass(frozen=True)
@@ -256,19 +265,66 @@ def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None 
     return None
 
 
+@dataclass(frozen=True)
+class CellSpec:
+    """One resolved cell, what an executor ships to a worker: the :class:`Cell` (ε_d a number
+    or ``"tau"``, which the cell resolves against its target's τ(2); never ``"mt"``), the
+    :class:`~poisonlib.experiments.Profile` object and data root, and the device it runs on
+    (``"cpu"``, ``"cuda"``; never ``"auto"``). Built by :meth:`Cell.resolve`.
+
+    Its record lives at ``results/<experiment>/<key>.json``: :attr:`config` is exactly what
+    the record is keyed by (its ``config`` entry) and :attr:`key` its hash (the record's
+    ``config_hash``); :meth:`run` loads or computes the record."""
+
+    cell: Cell
+    profile: object
+    data_root: str | None = None
+    device: str = "cpu"
+
+    @property
+    def experiment(self) -> str:
+        """The store folder of its record: ``target``, ``gc``, ``defense`` or the attack's name."""
+        return self.cell.attack if self.cell.kind == "attack" else self.cell.kind
+
+    def _args(self) -> tuple[tuple, dict]:
+        """The (positional, keyword) arguments shared by the kind's ``*_config`` and ``*_cell``."""
+        c = self.cell
+        kw = dict(profile=self.profile, data_root=self.data_root, device=self.device, protocol=c.protocol, seed=c.seed)
+        if c.kind == "target":
+            return (c.dataset, c.model, c.eps_w), dict(kw, target=c.target, noise=c.noise, scale=c.scale)
+        if c.kind == "attack":
+            return (c.dataset, c.model, c.eps_w, c.eps_d, c.attack), dict(kw, target=c.target)
+        if c.kind == "defense":
+            return (c.dataset, c.model, c.eps_w, c.eps_d), dict(kw, clip=c.clip)
+        return (c.dataset, c.model, c.eps_w, c.eps_d), dict(kw, target=c.target, scale=c.scale, gc_options=dict(c.gc_options) or None)
+
+    @property
+    def config(self) -> dict:
+        """What its record is keyed by (``record["config"]``)."""
+        a, kw = self._args()
+        return _KINDS[self.cell.kind][0](*a, **kw)
+
+    @property
+    def key(self) -> str:
+        """Its record's ``config_hash``."""
+        return config_hash(self.config)
+
+    def run(self, *, results_dir=None, force: bool = False, progress=None) -> dict:
+        """Load its record from the store ``results_dir``, or compute and store it."""
+        a, kw = self._args()
+        if self.cell.kind == "gc":
+            kw["keep_poisons"] = _defended(self.cell)
+        return _KINDS[self.cell.kind][1](*a, **kw, results_dir=results_dir, force=force, progress=progress)
+
+
+#: Per kind: (what its record is keyed by, the cached function that computes it).
+_KINDS = {"target": (target_config, target_cell), "gc": (gc_config, gc_cell), "attack": (attack_config, attack_cell),
+          "defense": (defense_config, defense_cell)}
+
+
 def run_cell(cell: Cell, profile="cpu", *, data_root=None, device="auto", results_dir=None, force=False, progress=None) -> dict:
     """Run (or load) one cell under its protocol; returns its results-store record."""
-    common = dict(data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress, protocol=cell.protocol)
-    if cell.kind == "target":
-        return target_cell(cell.dataset, cell.model, cell.eps_w, profile, target=cell.target, noise=cell.noise, scale=cell.scale,
-                           seed=cell.seed, **common)
-    if cell.kind == "attack":
-        return attack_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, cell.attack, seed=cell.seed, profile=profile, target=cell.target,
-                           **common)
-    if cell.kind == "defense":
-        return defense_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, clip=cell.clip, seed=cell.seed, profile=profile, **common)
-    return gc_cell(cell.dataset, cell.model, cell.eps_w, cell.eps_d, seed=cell.seed, profile=profile, target=cell.target, scale=cell.scale,
-                   gc_options=dict(cell.gc_options) or None, keep_poisons=_defended(cell), **common)
+    return cell.resolve(profile, data_root=data_root, device=device).run(results_dir=results_dir, force=force, progress=progress)
 
 
 def _defended(cell: Cell) -> bool:
@@ -387,22 +443,18 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
             return run_experiment(name, prof, data_root=data_root, device=device, results_dir=results_dir, force=force, progress=progress,
                                   cells=cells, protocol=protocol, executor=ex)
     ex = executor if executor is not None and not _STORE_ONLY[0] else LocalExecutor()  # reading the store only: here
-    run = _Run(name, prof, data_root=data_root, device=ex.device(device) if ex.parallel else device, results_dir=results_dir, executor=ex,
+    run = _Run(name, prof, data_root=data_root, device=ex.device(device), results_dir=results_dir, executor=ex,
                progress=progress)
     return run.execute(cells, force=force)
 
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """One resolved cell, picklable, run by :func:`execute` wherever the executor puts it:
-    the cell (ε_d a number or ``"tau"``), the profile, data root and device, whether to
-    recompute (``force``), the store (``results_dir``; ``None`` with ``isolated``: a private
+    """What a worker runs (:func:`execute`): the resolved cell (:class:`CellSpec`), whether to
+    recompute it (``force``), the store (``results_dir``; ``None`` with ``isolated``: a private
     temporary one) and, when ``isolated``, the store files it reads as ``(path, bytes)``."""
 
-    cell: Cell
-    profile: object
-    data_root: str | None = None
-    device: str = "auto"
+    spec: CellSpec
     force: bool = False
     results_dir: str | None = None
     isolated: bool = False
@@ -413,16 +465,15 @@ def execute(task: Task) -> dict:
     """Run ``task``'s cell; returns ``{"record": ..., "files": {path: bytes}}``: with
     ``isolated``, against a temporary store seeded with ``task.files``, whose new files
     (paths relative to the store) come back for the driver to write."""
-    kw = dict(data_root=task.data_root, device=task.device, force=task.force, progress=False)
     if not task.isolated:
-        return {"record": run_cell(task.cell, task.profile, results_dir=task.results_dir, **kw), "files": {}}
+        return {"record": task.spec.run(results_dir=task.results_dir, force=task.force, progress=False), "files": {}}
     with tempfile.TemporaryDirectory(prefix="poisonlib-cell-") as store:
         for rel, blob in task.files:
             path = os.path.join(store, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(blob)
-        rec = run_cell(task.cell, task.profile, results_dir=store, **kw)
+        rec = task.spec.run(results_dir=store, force=task.force, progress=False)
         files = {rel: blob for rel, blob in _store_files(store).items() if dict(task.files).get(rel) != blob}
     if "poisons" in rec:
         rec["poisons"] = os.path.relpath(rec["poisons"], store)
@@ -561,7 +612,7 @@ class _Run:
         isolated = self.ex.parallel and self.ex.isolated
         store = None if isolated else (os.path.abspath(self.results_dir or default_results_dir()) if self.ex.parallel else self.results_dir)
         files = dict(f for n in nodes for c in n.deps.values() for f in self.nodes[c].files) if isolated else {}
-        return Task(cell, self.prof, data_root=self.data_root, device=self.device, force=any(n.force for n in nodes), results_dir=store,
+        return Task(cell.resolve(self.prof, data_root=self.data_root, device=self.device), force=any(n.force for n in nodes), results_dir=store,
                     isolated=isolated, files=tuple(sorted(files.items())))
 
     def dispatch(self, todo: dict) -> None:
@@ -573,7 +624,7 @@ class _Run:
         for task, out in self.ex.map(execute, tasks):
             left -= 1
             self.counts["running"] = left if self.ex.parallel else min(left, 1)
-            for node in todo[task.cell]:
+            for node in todo[task.spec.cell]:
                 self.outcome(node, task, out)
                 self.finish(node)
 
@@ -594,7 +645,7 @@ class _Run:
             node.status, node.reason = "skipped", f"not run: {exc}"
         else:
             node.status, node.reason = "failed", out.last_line
-            print(f"poisonlib: cell {task.cell.label()} failed:\n{out.traceback}", file=sys.stderr, flush=True)
+            print(f"poisonlib: cell {task.spec.cell.label()} failed:\n{out.traceback}", file=sys.stderr, flush=True)
 
     def land(self, node: _Node, out: dict) -> None:
         """Keep a finished cell's record; write the files an isolated worker made into the store."""

@@ -63,6 +63,24 @@ def _same_as_serial(serial, store, rows):
     assert store_files(store) == store_files(ref_store)  # the target's models and the kept poisons landed too
 
 
+def test_a_resolved_cell_names_its_record(serial):
+    """CellSpec.key / .config / .experiment are exactly what the record is stored and keyed by;
+    a spec pickles (what executors ship) and re-runs to the stored record."""
+    import pickle
+
+    rows, store = serial
+    for cell, row in zip(CELLS, rows):
+        spec = pickle.loads(pickle.dumps(cell.resolve("smoke", device="cpu")))
+        with open(os.path.join(store, spec.experiment, spec.key + ".json")) as f:
+            rec = json.load(f)
+        assert spec.key == row["record"] == rec["config_hash"] and json.loads(json.dumps(spec.config)) == rec["config"]
+        assert spec.run(results_dir=str(store), progress=False)["cached"]
+    with pytest.raises(PoisonlibError, match="eps_d='mt'"):
+        Cell("gc", "mnist", "lr", 1.0, eps_d="mt").resolve("smoke")
+    with pytest.raises(PoisonlibError, match="kind"):
+        Cell("gcc", "mnist", "lr", 1.0, eps_d=0.1).resolve("smoke")
+
+
 #: A cell that fails (gradient_canceling gets an unknown keyword: TypeError) in any process.
 BAD = Cell("gc", "mnist", "lr", 1.0, eps_d=0.1, gc_options=(("no_such_option", 1),))
 
@@ -99,7 +117,7 @@ def test_a_failed_dependency_fails_its_dependents(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("no target today")
 
-    monkeypatch.setattr(runner, "target_cell", boom)
+    monkeypatch.setitem(runner._KINDS, "target", (runner.target_config, boom))
     rows = run(tmp_path / "d", get_executor("local"))
     assert rows[0]["status"] == "failed" and rows[0]["reason"] == "RuntimeError: no target today"
     assert all(r["status"] == "failed" and "no target today" in r["reason"] for r in rows[1:]), rows
