@@ -99,6 +99,17 @@ def book_figure(ax, doc: dict | None):
     return ax
 
 
+def cells_table(doc: dict | None, top: int = 12) -> pd.DataFrame:
+    """The build's compute seconds by (experiment, model, protocol), largest first, with the
+    number of cells and their share of all cell time (``benchmarks/book_times.py``)."""
+    if not doc or not doc.get("cells"):
+        return _missing("python benchmarks/book_times.py --json benchmarks/results/book_times_cpu.json after make book")
+    df = pd.DataFrame(doc["cells"]).sort_values("seconds", ascending=False)
+    df["share"] = (df["seconds"] / df["seconds"].sum()).round(3)
+    df["s / cell"] = (df["seconds"] / df["cells"]).round(1)
+    return df.head(top).set_index(["experiment", "model", "protocol"])
+
+
 def budget_table(rows: list[dict] | None) -> pd.DataFrame:
     """One row per step budget of the same cell: the residual along the way, the final one and the drop."""
     if not rows:

@@ -1,6 +1,7 @@
 """The performance chapter's tables and figures, on hand-made benchmark rows."""
 
 import json
+import os
 
 import matplotlib
 
@@ -45,6 +46,30 @@ def test_book_table_sums_and_missing_files_say_how_to_make_them(tmp_path):
     timings = {"cpu": {"a": 30.0, "b": 10.0}, "smoke": {"a": 1.0}}  # a copy of book/executed/timings.json
     assert performance.book_table(timings).loc["total", "seconds"] == 40.0
     assert "benchmarks/gc_step.py" in performance.step_table(None)["note"][0]
+
+
+def test_book_times_sums_a_stores_cells_and_the_table_ranks_them(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "book"
+    (root / "book" / "executed").mkdir(parents=True)
+    (root / "book" / "executed" / "timings.json").write_text(json.dumps({"cpu": {"a": 30.0, "b": 10.0}}))
+    for i, (exp, model, secs) in enumerate([("gc", "lr", 5.0), ("gc", "lr", 7.0), ("gc", "nn", 20.0), ("target", "lr", 1.0)]):
+        (root / "results" / exp).mkdir(parents=True, exist_ok=True)
+        rec = {"config": {"model": model, "protocol": {"name": "paper"}}, "wall_time_s": secs}
+        (root / "results" / exp / f"{i}.json").write_text(json.dumps(rec))
+    (root / "results" / "models").mkdir()
+    (root / "results" / "models" / "reference-x.json").write_text(json.dumps({"accuracy": 1.0}))  # not a cell
+    out = tmp_path / "t.json"
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "book_times.py")
+    subprocess.run([sys.executable, script, "--root", str(root), "--json", str(out)], check=True, capture_output=True)
+    doc = json.loads(out.read_text())
+    assert doc["total_s"] == 40.0 and doc["chapters"] == {"a": 30.0, "b": 10.0}
+    df = performance.cells_table(doc)
+    assert list(df.index) == [("gc", "nn", "paper"), ("gc", "lr", "paper"), ("target", "lr", "paper")]
+    assert df.loc[("gc", "lr", "paper"), "cells"] == 2 and df.loc[("gc", "lr", "paper"), "s / cell"] == 6.0
+    assert "book_times.py" in performance.cells_table(None)["note"][0]
 
 
 def test_budget_table_puts_the_budgets_side_by_side():

@@ -25,7 +25,8 @@ def _blobs(n, seed, d=2, shift=1.5, dtype=torch.float64):
 
 # ------------------------------------------------------------------ TGDA
 def _argmin(model, x, y, lam, iters=30):
-    """Newton's method on the mean logistic loss + lam/2 ||w||^2 (a tiny, strongly convex problem)."""
+    """Newton's method on the mean logistic loss + lam/2 ||w||^2 (a tiny, strongly convex problem),
+    until its step is at machine precision (at most ``iters`` steps)."""
     p = target_params(model)
     names, shapes = list(p), [t.shape for t in p.values()]
 
@@ -36,7 +37,10 @@ def _argmin(model, x, y, lam, iters=30):
 
     theta = flat(p).clone()
     for _ in range(iters):
-        theta = theta - torch.linalg.solve(torch.func.hessian(f)(theta), torch.func.grad(f)(theta))
+        step = torch.linalg.solve(torch.func.hessian(f)(theta), torch.func.grad(f)(theta))
+        theta = theta - step
+        if float(step.norm()) <= 1e-15 * (1 + float(theta.norm())):  # quadratic convergence: at machine precision
+            break
     return {k: v.reshape(s) for (k, v), s in zip(zip(names, torch.split(theta, [s.numel() for s in shapes])), shapes)}
 
 
