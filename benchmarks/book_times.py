@@ -28,6 +28,16 @@ def chapters(root: str, profile: str) -> dict:
         return json.load(f)[profile]
 
 
+def protocol_name(key) -> str:
+    """``paper`` / ``released`` for those protocols' factor dicts, ``walk`` for the attribution
+    chapter's intermediate ones."""
+    from poisonlib.protocols import PROTOCOLS
+
+    if isinstance(key, str):
+        return key
+    return next((n for n, p in PROTOCOLS.items() if json.loads(json.dumps(p.key())) == key), "walk")
+
+
 def cells(store: str) -> list[dict]:
     """Compute seconds and count of the store's records, by (experiment, model, protocol)."""
     secs, count = collections.Counter(), collections.Counter()
@@ -41,8 +51,7 @@ def cells(store: str) -> list[dict]:
             with open(os.path.join(path, name)) as f:
                 rec = json.load(f)
             cfg = rec.get("config", {})
-            proto = cfg.get("protocol")
-            key = (folder, cfg.get("model", "?"), proto.get("name", "?") if isinstance(proto, dict) else str(proto))
+            key = (folder, cfg.get("model", "?"), protocol_name(cfg.get("protocol", "paper")))
             secs[key] += rec.get("wall_time_s", 0.0)
             count[key] += 1
     return [dict(experiment=e, model=m, protocol=p, cells=count[(e, m, p)], seconds=round(s, 1))
