@@ -52,12 +52,14 @@ def test_book_times_sums_a_stores_cells_and_the_table_ranks_them(tmp_path):
     import subprocess
     import sys
 
+    from poisonlib.protocols import PROTOCOLS
+
     root = tmp_path / "book"
     (root / "book" / "executed").mkdir(parents=True)
     (root / "book" / "executed" / "timings.json").write_text(json.dumps({"cpu": {"a": 30.0, "b": 10.0}}))
     for i, (exp, model, secs) in enumerate([("gc", "lr", 5.0), ("gc", "lr", 7.0), ("gc", "nn", 20.0), ("target", "lr", 1.0)]):
         (root / "results" / exp).mkdir(parents=True, exist_ok=True)
-        rec = {"config": {"model": model, "protocol": {"name": "paper"}}, "wall_time_s": secs}
+        rec = {"config": {"model": model, "protocol": PROTOCOLS["paper"].key()}, "wall_time_s": secs}
         (root / "results" / exp / f"{i}.json").write_text(json.dumps(rec))
     (root / "results" / "models").mkdir()
     (root / "results" / "models" / "reference-x.json").write_text(json.dumps({"accuracy": 1.0}))  # not a cell
