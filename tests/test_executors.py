@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from poisonlib import PoisonlibError
 from poisonlib.executors import TaskError, get_executor, load_slurm_config
@@ -125,7 +126,9 @@ def test_a_failed_dependency_fails_its_dependents(tmp_path, monkeypatch):
 
 KILLED = """
 import sys
+import torch
 from poisonlib.runner import Cell, run_experiment
+torch.set_num_threads(int(sys.argv[2]))  # the parent's count, so that its records match the serial run's to the last digit
 cells = [Cell("target", "mnist", "lr", 1.0), Cell("gc", "mnist", "lr", 1.0, eps_d=0.03), Cell("gc", "mnist", "lr", 1.0, eps_d=0.1)]
 run_experiment("table2", "smoke", device="cpu", cells=cells, progress=False, results_dir=sys.argv[1])
 """
@@ -134,7 +137,7 @@ run_experiment("table2", "smoke", device="cpu", cells=cells, progress=False, res
 def test_a_killed_run_resumes_to_the_same_records(serial, tmp_path):
     store = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.Popen([sys.executable, "-c", KILLED, str(store)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(store), str(torch.get_num_threads())], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (store / "gc").is_dir() or not [n for n in os.listdir(store / "gc") if not n.startswith(".")]:  # the first GC record landed

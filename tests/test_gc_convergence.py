@@ -18,6 +18,7 @@ from poisonlib.attacks.gradpc import gradpc
 
 @pytest.fixture(scope="module")
 def problems():
+    threads = torch.get_num_threads()  # restored after this module: the thread count changes other tests' last digits
     torch.set_num_threads(1)
     ds_or = data.load_dataset("or2d")
     or_target = models.linear_model([-2.0, -1.5], [0.5])  # Fig. 1's 0 %-accurate OR target
@@ -28,7 +29,8 @@ def problems():
     out = {}
     for name, ds, tgt in (("or2d", ds_or, or_target), ("gaussian10", ds_g, g_target.eval())):
         out[name] = (ds, tgt, theory.tau_model(tgt, ds.x_train, ds.y_train, ds.task)["tau2"])
-    return out
+    yield out
+    torch.set_num_threads(threads)
 
 
 def _w(model):
