@@ -54,6 +54,14 @@ def eps_for(eps_ds, model: str) -> tuple:
     return tuple(eps_ds[model] if isinstance(eps_ds, dict) else eps_ds)
 
 
+def walk_eps(profile, rows=ROWS) -> dict:
+    """``{model: ε_d of its walk}`` at ``profile`` (:meth:`~poisonlib.experiments.Profile.attribution_eps_for`)."""
+    from .experiments import get_profile
+
+    prof = get_profile(profile)
+    return {m: prof.attribution_eps_for(m) for _, m, _ in rows}
+
+
 def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="released", factors=FACTORS, calibrated: bool = True):
     """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed (``eps_ds``: a
     tuple, or ``{model: tuple}``); with ``calibrated`` a last step keeps ``end`` and replaces
@@ -77,11 +85,9 @@ def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=None, seed: int = 0, star
                    data_root=None, device="auto", results_dir=None, progress=None) -> list[dict]:
     """Run (or load) every cell of the walk (``eps_ds``: a tuple or ``{model: tuple}``; by default
     each model's :meth:`~poisonlib.experiments.Profile.attribution_eps_for`); one row per cell with ``step``, ``factor`` and the cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
-    from .experiments import get_profile
     from .runner import run_experiment
 
-    prof = get_profile(profile)
-    eps_ds = {m: prof.attribution_eps_for(m) for _, m, _ in rows} if eps_ds is None else eps_ds
+    eps_ds = walk_eps(profile, rows) if eps_ds is None else eps_ds
     cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end, calibrated=calibrated)
     out = run_experiment("table2", profile, cells=[c for _, _, c in cs], data_root=data_root, device=device, results_dir=results_dir,
                          progress=progress)

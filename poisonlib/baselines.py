@@ -12,7 +12,6 @@ Both are cached in the results store like :func:`~poisonlib.experiments.gc_cell`
 
 from __future__ import annotations
 
-
 import torch
 
 from ._validation import PoisonlibError, check_choice, check_poison_memory, check_positive

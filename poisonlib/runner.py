@@ -28,7 +28,7 @@ from .baselines import attack_cell, attack_config, defense_cell, defense_config
 from .experiments import gc_cell, gc_config, get_profile, target_cell, target_config
 from .protocols import PROTOCOLS
 from .results import (QUARANTINE, _STORE_ONLY, MissingRecord, StoreError, atomic_write_bytes, atomic_write_json, config_hash, default_results_dir,
-                      hardware, store_only)
+                      hardware, result_path, store_only)
 from .train import show_progress
 
 EXPERIMENTS = Registry("experiment")
@@ -308,6 +308,10 @@ class CellSpec:
     def key(self) -> str:
         """Its record's ``config_hash``."""
         return config_hash(self.config)
+
+    def path(self, results_dir: str | None = None) -> str:
+        """Where its record lives in the store ``results_dir``."""
+        return result_path(self.experiment, self.config, results_dir)
 
     def run(self, *, results_dir=None, force: bool = False, progress=None) -> dict:
         """Load its record from the store ``results_dir``, or compute and store it."""

@@ -72,7 +72,8 @@ def test_a_resolved_cell_names_its_record(serial):
     rows, store = serial
     for cell, row in zip(CELLS, rows):
         spec = pickle.loads(pickle.dumps(cell.resolve("smoke", device="cpu")))
-        with open(os.path.join(store, spec.experiment, spec.key + ".json")) as f:
+        assert spec.path(str(store)) == os.path.join(store, spec.experiment, spec.key + ".json")
+        with open(spec.path(str(store))) as f:
             rec = json.load(f)
         assert spec.key == row["record"] == rec["config_hash"] and json.loads(json.dumps(spec.config)) == rec["config"]
         assert spec.run(results_dir=str(store), progress=False)["cached"]
