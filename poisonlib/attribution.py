@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import torch
 
+from .cells import Cell
+from .grids.table2 import EPS_D as EPS_DS
+from .grids.table2 import MNIST_ROWS
+from .profiles import get_profile
 from .protocols import FACTORS, get_protocol, waterfall
+from .rows import finished
 
-#: Table 2's GC columns.
-EPS_DS = (0.03, 0.1, 1.0, "tau")
-#: Table 2's MNIST rows of the attribution (dataset, model, literal ε_w).
-ROWS = (("mnist", "lr", 1.0), ("mnist", "nn", 0.5))
+#: Table 2's MNIST rows of the attribution (dataset, model, literal ε_w): LR and NN.
+ROWS = MNIST_ROWS[:2]
 #: What each factor means, for the chapter's table.
 FACTOR_LABELS = {
     "paper": "the paper's text (our `paper` protocol)",
@@ -56,8 +59,6 @@ def eps_for(eps_ds, model: str) -> tuple:
 
 def walk_eps(profile, rows=ROWS) -> dict:
     """``{model: ε_d of its walk}`` at ``profile`` (:meth:`~poisonlib.experiments.Profile.attribution_eps_for`)."""
-    from .experiments import get_profile
-
     prof = get_profile(profile)
     return {m: prof.attribution_eps_for(m) for _, m, _ in rows}
 
@@ -66,8 +67,6 @@ def cells(*, rows=ROWS, eps_ds=EPS_DS, seed: int = 0, start="paper", end="releas
     """``(step, factor, Cell)`` for every (step, row, ε_d) of the walk, one seed (``eps_ds``: a
     tuple, or ``{model: tuple}``); with ``calibrated`` a last step keeps ``end`` and replaces
     the literal ε_w by the calibrated one."""
-    from .runner import Cell
-
     out = []
     walk = steps(start, end, factors)
     for i, (factor, proto) in enumerate(walk):
@@ -85,7 +84,7 @@ def waterfall_rows(profile="cpu", *, rows=ROWS, eps_ds=None, seed: int = 0, star
                    data_root=None, device="auto", results_dir=None, progress=None) -> list[dict]:
     """Run (or load) every cell of the walk (``eps_ds``: a tuple or ``{model: tuple}``; by default
     each model's :meth:`~poisonlib.experiments.Profile.attribution_eps_for`); one row per cell with ``step``, ``factor`` and the cell's metrics (``drop``, ``tau2``, ``grad_mixed``, ``target_agreement``, ``param_distance``, ...)."""
-    from .runner import run_experiment
+    from .scheduler import run_experiment
 
     eps_ds = walk_eps(profile, rows) if eps_ds is None else eps_ds
     cs = cells(rows=rows, eps_ds=eps_ds, seed=seed, start=start, end=end, calibrated=calibrated)
@@ -122,7 +121,7 @@ def _k(e):
 def effects(rows: list[dict]) -> dict:
     """Per model, per factor: the change of the mean drop (over the ε_d run at both steps)
     from the step before it to the step that switched it."""
-    by = {(r["step"], r["model"], _k(r["eps_d"])): r for r in rows if r.get("status") != "skipped"}
+    by = {(r["step"], r["model"], _k(r["eps_d"])): r for r in rows if finished(r)}
     out = {}
     for (i, m, e), r in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         prev = by.get((i - 1, m, e))
@@ -143,7 +142,7 @@ def mechanism(row: dict, clean_norm: float) -> str:
     is not reached and the poisons' mean norm is ≥ :data:`SCALE_OUTLIER` × the clean images'),
     ``"moves toward the target"`` (neither, with a drop of at least a quarter of the target's),
     else ``"little effect"``."""
-    if row.get("status") == "skipped":
+    if not finished(row):
         return "not run"
     if row["target_agreement"] >= AGREEMENT_REACHED:
         return "reaches the target"
@@ -186,8 +185,8 @@ def table(rows: list[dict], eps_ds=EPS_DS):
         key = (r["step"], r["factor_label"].replace(" (no effect on this model)", ""))
         rec = recs.setdefault(key, {"step": r["step"], "switched": key[1]})
         m = r["model"].upper()
-        val = "–" if r.get("status") == "skipped" else f"{r['drop']:+.1f}"
+        val = "–" if not finished(r) else f"{r['drop']:+.1f}"
         rec[f"{m} ε_d={eps_label(r['eps_d'])}"] = val
-        if r.get("status") != "skipped":
+        if finished(r):
             rec[f"{m} τ(2)"] = f"{r['tau2']:.3g}"
     return pd.DataFrame(list(recs.values()))

@@ -198,7 +198,7 @@ def chapter_grids(src: str) -> list[tuple[str, dict]]:
     calls ``reproduction.run_all``, every table's grid."""
     import re
 
-    from .reproduction import EXPERIMENTS
+    from .grids import REPORT_GRIDS as EXPERIMENTS
 
     with open(src, encoding="utf-8") as f:
         text = f.read()
@@ -212,7 +212,7 @@ def chapter_grids(src: str) -> list[tuple[str, dict]]:
 def compute_grids(sources: list[str], profile: str, *, device="auto", data_root=None, protocols=("paper",), executor=None) -> None:
     """Compute the grids of the chapters ``sources`` under each protocol through ``executor``
     (stored cells are kept), so that executing the notebooks afterwards only reads the store."""
-    from .runner import run_experiment
+    from .scheduler import run_experiment
 
     done = set()
     for src in sources:
@@ -257,7 +257,7 @@ def build_book(
 
     With an ``executor`` (:mod:`poisonlib.executors`) the grids of the chapters to run are
     computed through it first (:func:`compute_grids`); the notebooks then read them from the store."""
-    from .experiments import PROFILES
+    from .profiles import PROFILES
 
     from .protocols import PROTOCOLS
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ._validation import PoisonlibError
+from .cli_io import _add_executor, _eps_d, _eps_w, _nonneg_int, _check_out, _dump_json, _executor_options, _load_checkpoint, _savez, _write_outputs, executor_from_args  # noqa: E501
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,90 +25,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return v
-
-
-def _eps_w(text: str):
-    return "calibrated" if text == "calibrated" else _positive(text)
-
-
-def _eps_d(text: str):
-    return "tau" if text == "tau" else _positive(text)
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``, else one line naming the value."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return v
-
-    return parse
-
-
-_nonneg_int = _int_at_least(0)
-_jobs = _int_at_least(1)
-
-
-def _add_executor(p):
-    """``--executor`` and its options (``poisonlib run``, ``poisonlib book``)."""
-    from .executors import list_executors
-
-    g = p.add_argument_group("executor", "where the cells run (default: here, one after another)")
-    g.add_argument("--executor", default="local", choices=list_executors(),
-                   help="local: this machine (-j N: N processes); ray: Ray tasks; slurm: a SLURM job array through submitit")
-    g.add_argument("-j", "--jobs", type=_jobs, default=None,
-                   help="local: processes; ray: CPUs of the local cluster started when no --ray-address is given; slurm: jobs at once")
-    g.add_argument("--ray-address", default=None, help="the Ray cluster to join (e.g. auto, or ray://head:10001); default: a local one")
-    g.add_argument("--ray-gpus-per-task", type=_positive, default=None, help="GPUs each cell asks for on CUDA (default 1; 0.25 packs four)")
-    g.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    g.add_argument("--slurm-gpus", type=_nonneg_int, default=None, help="GPUs per job (default 0; cells then run on CUDA with --device auto)")
-    g.add_argument("--slurm-timeout-min", type=_jobs, default=None, help="time limit of each job in minutes (default 60)")
-    g.add_argument("--slurm-folder", default=None, help="submitit's logs and pickles (default: <results>/slurm; on the shared filesystem)")
-    g.add_argument("--slurm-config", default=None, metavar="FILE.yaml",
-                   help="YAML mapping of slurm options: folder, partition, gpus_per_node, timeout_min, array_parallelism, cpus_per_task, "
-                   "mem_gb, additional_parameters (the command line wins)")
-
-
-_RAY_FLAGS = {"ray_address": "--ray-address", "ray_gpus_per_task": "--ray-gpus-per-task"}
-_SLURM_FLAGS = {"slurm_partition": "--slurm-partition", "slurm_gpus": "--slurm-gpus", "slurm_timeout_min": "--slurm-timeout-min",
-                "slurm_folder": "--slurm-folder", "slurm_config": "--slurm-config"}
-
-
-def executor_from_args(args):
-    """The executor that ``--executor`` and its options name (options of another executor are an error)."""
-    from .executors import get_executor, load_slurm_config
-
-    for flags, name in ((_RAY_FLAGS, "ray"), (_SLURM_FLAGS, "slurm")):
-        given = [flag for k, flag in flags.items() if getattr(args, k) is not None]
-        if given and args.executor != name:
-            raise PoisonlibError(f"{given[0]} is an option of --executor {name}, not --executor {args.executor}")
-    if args.executor == "local":
-        return get_executor("local", jobs=args.jobs or 1)
-    if args.executor == "ray":
-        return get_executor("ray", jobs=args.jobs, address=args.ray_address, gpus_per_task=args.ray_gpus_per_task or 1.0)
-    opts = load_slurm_config(args.slurm_config) if args.slurm_config else {}
-    cli = {"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus, "timeout_min": args.slurm_timeout_min,
-           "folder": args.slurm_folder, "array_parallelism": args.jobs}
-    opts.update({k: v for k, v in cli.items() if v is not None})
-    return get_executor("slurm", **opts)
-
-
 def _add_common(p, *, eps_w_default=None):
     from .data import list_datasets
-    from .experiments import PROFILES
+    from .profiles import PROFILES
     from .models import list_models
 
     p.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}, or a .npz file")
@@ -148,28 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     attack = sub.add_parser("attack", help="run a poisoning attack and write the poisons", description="Run a poisoning attack.")
     asub = attack.add_subparsers(dest="attack", metavar="ATTACK", parser_class=_Parser)
     asub.required = True
-    gc = asub.add_parser("gc", help="Gradient Canceling (Alg. 1) against a GradPC target",
-                         description="Gradient Canceling (Alg. 1): poisons that make the target's gradient vanish on clean + poisons. "
-                         "Writes OUT/poisons.npz, OUT/target.npz and OUT/metrics.json.")
-    _add_common(gc)
-    gc.add_argument("--target", default="gradpc", choices=["gradpc", "randompc", "labelflip", "tgda"],
-                    help="how the target model is made (default gradpc; labelflip: --eps-w is the test error; tgda: TGDA's eps_d)")
-    gc.add_argument("--eps-d", type=_eps_d, required=True, help="poisoning budget eps_d > 0 (n_p = eps_d * n), or 'tau' for tau(2) of the target")
-    gc.add_argument("--epochs", type=_nonneg_int, default=None, help="GC steps (default: the profile's, 1000 at cpu/paper)")
-    gc.add_argument("--variant", default="paper", choices=["paper", "official"], help="Alg. 1 as written (default) or the released code's choices")
-    gc.add_argument("--clip", default="variant", choices=["variant", "box", "range", "none"],
-                    help="projection: the dataset's feature box, the clean data's per-feature range (GC-c), none; default: the variant's")
-    gc.add_argument("--out", required=True, help="output folder")
+    from .attacks.registry import ATTACKS, TARGETS
 
-    for name, what in (("tgda", "TGDA (Lu et al. 2022): total-gradient descent-ascent on the poisons"),
-                       ("gm", "Gradient Matching (Geiping et al. 2021) with the reversed loss, Eq. 35-36"),
-                       ("kkt", "KKT attack (Koh et al. 2022) against a linear target"),
-                       ("mt", "Model-Targeted attack (Suya et al. 2021), online, until eps-close to the target or out of budget")):
-        b = asub.add_parser(name, help=what, description=f"{what}. Writes OUT/poisons.npz and OUT/metrics.json.")
-        _add_common(b, eps_w_default=1.0)
-        b.add_argument("--target", default="gradpc", choices=["gradpc", "randompc", "labelflip", "tgda"],
-                       help="the target model (KKT, MT); its strength is --eps-w (label flip: the test error; tgda: TGDA's eps_d)")
-        b.add_argument("--eps-d", type=_eps_d, required=True, help="poisoning budget eps_d > 0 (MT: the most it may use), or 'tau'")
+    for name in ATTACKS.names():
+        a = ATTACKS.get(name)
+        writes = "OUT/poisons.npz, OUT/target.npz and OUT/metrics.json" if a.curve else "OUT/poisons.npz and OUT/metrics.json"
+        b = asub.add_parser(name, help=a.description, description=f"{a.description}. Writes {writes}.")
+        _add_common(b, eps_w_default=None if a.curve else 1.0)
+        b.add_argument("--target", default="gradpc", choices=TARGETS.names(),
+                       help="how the target model is made (default gradpc; labelflip: --eps-w is the test error; tgda: TGDA's eps_d)")
+        b.add_argument("--eps-d", type=_eps_d, required=True,
+                       help="poisoning budget eps_d > 0 (n_p = eps_d * n; MT: the most it may use), or 'tau' for tau(2) of the target")
+        if a.curve:
+            b.add_argument("--epochs", type=_nonneg_int, default=None, help="GC steps (default: the profile's, 1000 at cpu/paper)")
+            b.add_argument("--variant", default="paper", choices=["paper", "official"], help="Alg. 1 as written (default) or the released code's choices")
+            b.add_argument("--clip", default="variant", choices=["variant", "box", "range", "none"],
+                           help="projection: the dataset's feature box, the clean data's per-feature range (GC-c), none; default: the variant's")
         b.add_argument("--out", required=True, help="output folder")
 
     tau = sub.add_parser("tau", help="thresholds tau(2), tau(c) of a target model (Eq. 20, 29; Thm. 4)",
@@ -180,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     book = sub.add_parser("book", help="execute the notebooks with papermill and build the Jupyter Book",
                           description="Convert notebooks/*.md with jupytext, execute them with papermill at a profile, build the book.")
-    from .experiments import PROFILES
+    from .profiles import PROFILES
 
     book.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
     book.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -195,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol(book, both=True)
     _add_executor(book)
 
-    from .runner import list_experiments
+    from .grids import list_experiments
 
     run = sub.add_parser("run", help="run the grid of a table or figure (cached cells are skipped)",
                          description="Run every cell of an experiment grid (datasets x models x eps_w x eps_d x seeds) that the profile "
@@ -237,132 +148,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- commands
-def _write_outputs(out: str, files: dict) -> None:
-    """Write all files into a temporary sibling folder, then move them into ``out``."""
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".poisonlib-")
-    try:
-        for name, write in files.items():
-            write(os.path.join(tmp, name))
-        os.makedirs(out, exist_ok=True)
-        for name in files:
-            os.replace(os.path.join(tmp, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _check_out(out: str) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise PoisonlibError(f"--out {out!r} exists and is not a folder")
-
-
-def cmd_attack_baseline(args) -> int:
-    from .baselines import run_attack
+def cmd_attack(args) -> int:
+    """Any registered attack (:mod:`poisonlib.attacks.registry`) on one cell, uncached: writes the
+    poisons, the target's parameters (attacks that aim at a target) and the metrics."""
+    from .attacks.registry import get_attack
+    from .cells import Cell
+    from .pipeline import poison
     from .results import environment, git_commit
 
     _check_out(args.out)
+    attack = get_attack(args.attack)
+    opts = {}
+    if attack.curve:  # GC's own switches
+        opts = {"variant": args.variant, **({} if args.clip == "variant" else {"clip": None if args.clip == "none" else args.clip})}
+    cell = Cell("attack", args.dataset, args.model, args.eps_w, target=args.target, eps_d=args.eps_d, seed=args.seed, attack=attack.name,
+                protocol=args.protocol)
+    spec = cell.resolve(args.profile, data_root=args.data_root, device=args.device, gc_epochs=getattr(args, "epochs", None),
+                        eps_w_norm=args.eps_w_norm, options=tuple(sorted(opts.items())))
     t0 = time.perf_counter()
-    metrics, res = run_attack(args.dataset, args.model, args.eps_w, args.eps_d, args.attack, seed=args.seed, profile=args.profile,
-                              target=args.target, data_root=args.data_root, device=args.device, protocol=args.protocol)
-    config = {k: v for k, v in vars(args).items() if k not in ("command", "out")}
-    record = {"experiment": f"attack-{args.attack}", "config": config, "seed": args.seed, "metrics": metrics,
+    metrics, res, target, _ = poison(spec)
+    drop = ("command", "out") if not attack.curve else ("command", "attack", "out")
+    config = {k: v for k, v in vars(args).items() if k not in drop}
+    record = {"experiment": f"attack-{attack.name}", "config": config, "seed": args.seed, "metrics": metrics,
               "environment": environment(args.device), "git_commit": git_commit(), "wall_time_s": round(time.perf_counter() - t0, 3)}
     x = res.x.reshape(len(res.x), -1).numpy().astype(np.float32)
-    _write_outputs(args.out, {"poisons.npz": lambda p: _savez(p, x=x, y=res.y.numpy()), "metrics.json": lambda p: _dump_json(record, p)})
-    summary = {k: metrics[k] for k in ("clean_acc", "target_acc", "retrained_acc", "drop", "tau2", "eps_d", "n_poison", "grad_mixed")}
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {os.path.join(args.out, 'poisons.npz')}, metrics.json", file=sys.stderr)
-    return 0
-
-
-def cmd_attack_gc(args) -> int:
-    if args.attack != "gc":
-        return cmd_attack_baseline(args)
-    from .experiments import run_gc
-    from .results import environment, git_commit
-
-    _check_out(args.out)
-    t0 = time.perf_counter()
-    opts = {"variant": args.variant}
-    if args.clip != "variant":
-        opts["clip"] = None if args.clip == "none" else args.clip
-    metrics, res, target, ds = run_gc(
-        args.dataset, args.model, args.eps_w, args.eps_d, seed=args.seed, profile=args.profile, target=args.target,
-        eps_w_norm=args.eps_w_norm, gc_epochs=args.epochs, gc_options=opts, data_root=args.data_root, device=args.device,
-        protocol=args.protocol,
-    )
-    config = {k: v for k, v in vars(args).items() if k not in ("command", "attack", "out")}
-    record = {"experiment": "attack-gc", "config": config, "seed": args.seed, "metrics": metrics, "environment": environment(args.device),
-              "git_commit": git_commit(), "wall_time_s": round(time.perf_counter() - t0, 3)}
-    x = res.x.reshape(len(res.x), -1).numpy().astype(np.float32)
-    y = res.y.numpy()
-    files = {
-        "poisons.npz": lambda p: _savez(p, x=x, y=y),
-        "target.npz": lambda p: _savez(p, **{k: v.detach().numpy() for k, v in target.state_dict().items()}),
-        "metrics.json": lambda p: _dump_json(record, p),
-    }
+    files = {"poisons.npz": lambda p: _savez(p, x=x, y=res.y.numpy())}
+    if attack.curve:
+        files["target.npz"] = lambda p: _savez(p, **{k: v.detach().numpy() for k, v in target.state_dict().items()})
+    files["metrics.json"] = lambda p: _dump_json(record, p)
     _write_outputs(args.out, files)
-    summary = {k: metrics[k] for k in ("clean_acc", "target_acc", "retrained_acc", "drop", "tau2", "tauc", "eps_d", "n_poison", "grad_mixed")}
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {os.path.join(args.out, 'poisons.npz')}, target.npz, metrics.json", file=sys.stderr)
+    keys = ("clean_acc", "target_acc", "retrained_acc", "drop", "tau2", "tauc", "eps_d", "n_poison", "grad_mixed")
+    print(json.dumps({k: metrics[k] for k in keys if k != "tauc" or attack.curve}, indent=2))
+    print(f"wrote {os.path.join(args.out, 'poisons.npz')}, {', '.join(list(files)[1:])}", file=sys.stderr)
     return 0
-
-
-def _savez(path, **arrays):
-    """np.savez to exactly ``path`` (np.savez would append .npz to a temporary name)."""
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _dump_json(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-
-
-def _load_checkpoint(model, path: str, name: str):
-    """``model`` with the parameters of ``path`` (a torch state dict, or an ``.npz`` of arrays
-    by name); anything else -- a missing, truncated or foreign file, pickled code, arrays
-    that do not fit ``model`` -- raises :class:`PoisonlibError` naming the file."""
-    import pickle
-    import warnings
-    import zipfile
-
-    import torch
-
-    from .results import unsafe_pickle
-
-    if not os.path.exists(path):
-        raise PoisonlibError(f"checkpoint {path!r} does not exist")
-    if os.path.isdir(path):
-        raise PoisonlibError(f"checkpoint {path!r} is a folder; give a .pt state dict or an .npz file")
-    allowed = "a torch state dict (.pt) or an .npz of arrays by name"
-    try:
-        if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as f:
-                state = {k: torch.as_tensor(f[k]) for k in f.files}
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = unsafe_pickle(e, path)
-        raise PoisonlibError(f"refusing checkpoint {path!r}: {why}" if why else f"checkpoint {path!r} is not {allowed}") from None
-    except (OSError, EOFError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
-        raise PoisonlibError(f"checkpoint {path!r} is not {allowed} ({type(e).__name__}: "
-                             f"{(str(e).strip().splitlines() or ['the file ends early'])[0][:120]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # {"state_dict": ...} as many trainers save
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise PoisonlibError(f"checkpoint {path!r} holds {type(state).__name__}, not {allowed}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise PoisonlibError(f"checkpoint {path!r} does not fit model {name!r}: {first}") from None
-    return model.eval()
 
 
 def cmd_tau(args) -> int:
@@ -403,32 +221,24 @@ def cmd_book(args) -> int:
     return 0
 
 
-def _executor_options(args) -> list[str]:
-    return [k for k in (*_RAY_FLAGS, *_SLURM_FLAGS) if getattr(args, k) is not None]
-
-
 _RUN_COLUMNS = ("status", "protocol", "kind", "attack", "clip", "dataset", "model", "eps_w", "target", "noise", "scale", "eps_d", "seed", "clean_acc",
                 "target_acc", "tau2", "n_poison", "retrained_acc", "drop", "attacked_acc", "influence_drop", "sever_drop", "maxup_drop",
                 "grad_mixed", "wall_time_s", "reason")
 
 
 def cmd_run(args) -> int:
-    import dataclasses
 
     import pandas as pd
 
-    from .experiments import get_profile
-    from .runner import get_experiment, run_experiment
+    from .grids import get_experiment
+    from .scheduler import run_experiment
 
     if args.csv and os.path.isdir(args.csv):
         raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
     exp = get_experiment(args.experiment)
-    cells = [dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(get_profile(args.profile))]
-    if args.seeds is not None:
-        cells = list(dict.fromkeys(dataclasses.replace(c, seed=s) if c.kind != "target" else c for c in cells for s in args.seeds))
     with executor_from_args(args) as ex:
-        rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force, cells=cells,
-                              executor=ex)
+        rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force,
+                              protocol=args.protocol, seeds=args.seeds, executor=ex)
     df = pd.DataFrame(rows)
     if df.empty:
         print("no cells")
@@ -484,14 +294,14 @@ def cmd_data(args) -> int:
 
 def cmd_list(args) -> int:
     from .data import list_datasets
-    from .experiments import PROFILES
+    from .profiles import PROFILES
     from .models import list_models
 
     print("datasets:", ", ".join(list_datasets()))
     print("models:  ", ", ".join(list_models()))
     for p in PROFILES.values():
         print(f"profile {p.name}: {p.description}")
-    from .runner import get_experiment, list_experiments
+    from .grids import get_experiment, list_experiments
 
     for name in list_experiments():
         print(f"experiment {name}: {get_experiment(name).description}")
@@ -505,7 +315,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help, --version (0) and bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
-    handler = {"attack": cmd_attack_gc, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list}[args.command]
+    handler = {"attack": cmd_attack, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list}[args.command]
     try:
         return handler(args)
     except PoisonlibError as e:

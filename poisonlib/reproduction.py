@@ -21,28 +21,14 @@ import math
 import os
 
 from . import paper
-from .experiments import get_profile, summarize
-from .report import TOLERANCE, select, verdict
+from .grids import CHAPTER_GRIDS, REPORT_GRIDS, get_experiment
+from .profiles import get_profile
 from .results import atomic_write_json, default_results_dir
+from .rows import TAU_TOLERANCE, TOLERANCE, finished, select, summarize, verdict  # noqa: F401
 
-TAU_TOLERANCE = 0.25  # relative
-EXPERIMENTS = ("table1", "table5", "table2", "table2_baselines", "table8", "table9", "table6", "table7", "table10")
-
-
-def _ok(r):
-    return r.get("status") not in (None, "skipped", "missing")
-
-
-def _verdict(ours, reported, kind):
-    if reported is None:
-        return "no paper value"
-    if ours is None or (isinstance(ours, float) and math.isnan(ours)):
-        return "not run at this profile"
-    if kind == "tau":
-        return "reproduced" if abs(ours - reported) <= TAU_TOLERANCE * abs(reported) else "not reproduced"
-    if kind == "std":
-        return "informational"
-    return verdict(ours, reported, TOLERANCE)  # within ±2 points and of the paper's sign
+#: The grids of the report (:data:`poisonlib.grids.REPORT_GRIDS`).
+EXPERIMENTS = REPORT_GRIDS
+_verdict = verdict  # the one verdict rule (:func:`poisonlib.rows.verdict`)
 
 
 class _Collector:
@@ -51,12 +37,12 @@ class _Collector:
 
     def add(self, table, entry, reported, rs, key="drop", kind="drop", reason=""):
         """One entry from the run rows ``rs`` (mean of ``key`` over them)."""
-        done = [r for r in rs if _ok(r)]
+        done = [r for r in rs if finished(r)]
         vals = [r[key] for r in done if r.get(key) is not None]
         mean, sd = summarize(vals) if vals else (None, float("nan"))
         if kind == "std":
             mean, sd = (sd if len(vals) > 1 else None), float("nan")
-        why = reason or next((r.get("reason", "") for r in rs if not _ok(r)), "") or ("" if rs else "not in this profile's grid")
+        why = reason or next((r.get("reason", "") for r in rs if not finished(r)), "") or ("" if rs else "not in this profile's grid")
         if kind == "std" and len(vals) == 1:
             why = "one seed run: no standard deviation"
         self.rows.append({
@@ -157,7 +143,7 @@ def run_all(profile="cpu", *, data_root=None, device="auto", results_dir=None, p
     import contextlib
 
     from .results import store_only
-    from .runner import run_experiment
+    from .scheduler import run_experiment
 
     with contextlib.nullcontext() if compute else store_only():
         return {name: run_experiment(name, profile, data_root=data_root, device=device, results_dir=results_dir, progress=progress,
@@ -177,7 +163,7 @@ def missing_cells(rows: dict) -> list[dict]:
                                          "command": r["reason"].split(": ", 1)[-1]})
                 e["cells"] += 1
                 if len(e["examples"]) < 3:
-                    from .runner import Cell
+                    from .cells import Cell
 
                     e["examples"].append(Cell(**{k: r[k] for k in Cell.__dataclass_fields__ if k in r}).label())
     return list(out.values())
@@ -304,15 +290,6 @@ def summary(es: list[dict]):
 
 
 # ----------------------------------------------------------------------------- paper-profile wall time
-#: The grids each chapter runs (``poisonlib.runner``); chapters run in this (alphabetical)
-#: order, and a cell shared by two chapters is computed by the first and loaded by the other.
-CHAPTER_GRIDS = {
-    "baselines": ("table2_baselines", "table2"), "defenses": ("table10",), "gc_curves": ("fig3", "fig7"), "gc_images": ("fig8", "fig9"),
-    "gc_scaling": ("table8",), "gc_table2": ("table2",), "gc_targets": ("table1", "table5"), "kkt_mt": ("table6", "table7"),
-    "tgda_targets": ("table9",),
-}
-
-
 def cell_key(cell) -> tuple:
     """What a cell's cost depends on: kind, data, model, attack, ε_d, and for target cells the
     kind of target (not the seed, ε_w, the w/2 scaling or GC-c's clipping: those cost the same)."""
@@ -326,8 +303,6 @@ def price_chapters(timed: dict, profile="paper") -> list[dict]:
     ``estimate_s`` sums the cells that match a measurement (with the cells that another
     chapter computes first left out); ``unpriced`` counts the others, described in ``unpriced_kinds``."""
     from collections import Counter
-
-    from .runner import get_experiment
 
     seen, out = set(), []
     for chapter, grids in CHAPTER_GRIDS.items():
@@ -356,7 +331,7 @@ def paper_wall_times(path: str | None = None) -> tuple:
     import pandas as pd
 
     from .book import find_root
-    from .runner import Cell
+    from .cells import Cell
 
     path = path or os.path.join(find_root(), PAPER_TIMINGS)
     with open(path) as f:
