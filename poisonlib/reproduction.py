@@ -21,7 +21,7 @@ import math
 import os
 
 from . import paper
-from .grids import CHAPTER_GRIDS, REPORT_GRIDS, get_experiment
+from .grids import CHAPTER_GRIDS, REPORT_GRIDS, get_experiment, table2, table7
 from .profiles import get_profile
 from .results import atomic_write_json, default_results_dir
 from .rows import TAU_TOLERANCE, TOLERANCE, finished, select, summarize, verdict  # noqa: F401
@@ -120,7 +120,7 @@ def _tables_6_to_10(c, rows):
         name = f"MNIST-17 {m.upper()}"
         c.add("Table 7", f"{name}: τ", rep["tau"], select(t7, kind="target", model=m), "tau2", "tau")
         c.add("Table 7", f"{name}: GradPC drop", rep["gradpc"], select(t7, kind="target", model=m), "target_drop")
-        for e in (0.03, 0.1, 1.0):
+        for e in table7.EPS_D:
             for a in ("kkt", "mt"):
                 if rep[a] is not None:
                     c.add("Table 7", f"{name}: {a.upper()} ε_d={e}", rep[a][e], select(t7, kind="attack", model=m, attack=a, eps_d=e))
@@ -223,7 +223,7 @@ def _claims(es: list[dict]) -> list[dict]:
                             + (f"{sum(g for g, _ in rec) / len(rec):+.2f}, GC-c {sum(c for _, c in rec) / len(rec):+.2f})" if rec else "–)"),
                 "holds": "–" if not rec else "yes" if all(c > g for g, c in rec) else "no"})
     # GC ~ KKT / MT on LR (Table 7)
-    lr = [(e, [_find(es, "Table 7", f"MNIST-17 LR: {a} ε_d={e}") for a in ("KKT", "MT", "GC")]) for e in (0.03, 0.1, 1.0)]
+    lr = [(e, [_find(es, "Table 7", f"MNIST-17 LR: {a} ε_d={e}") for a in ("KKT", "MT", "GC")]) for e in table7.EPS_D]
     close = [(e, [x["ours"] for x in xs]) for e, xs in lr if all(x and x["ours"] is not None for x in xs)]
     out.append({"claim": "GC performs like KKT and MT on LR (Table 7)",
                 "evidence": "; ".join(f"ε_d={e}: KKT {k:+.1f}, MT {t:+.1f}, GC {g:+.1f}" for e, (k, t, g) in close) or "not run",
@@ -242,7 +242,7 @@ def _phase_transition_claim(es: list[dict]) -> dict:
         if not (tgt and tau and tgt["ours"] and tau["ours"] is not None):
             continue
         share = {}
-        for e in (0.03, 0.1, 1.0, "tau"):
+        for e in table2.EPS_D:
             gc = _find(es, "Table 2", f"{name}: GC ε_d={e}")
             if gc and gc["ours"] is not None:
                 share[tau["ours"] if e == "tau" else e] = gc["ours"] / tgt["ours"]
