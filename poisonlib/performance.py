@@ -138,5 +138,5 @@ def flops_table(rows: list[dict] | None) -> pd.DataFrame:
     if not rows:
         return _missing("python benchmarks/gc_flops.py --json benchmarks/results/gc_flops_cpu.json")
     df = pd.DataFrame([{"model": r["model"], "n_p": r["n_poison"], "method": r["method"], "fwd+bwd (GFLOP)": r["fwd_bwd_flops"] / 1e9,
-                        "ours (GFLOP)": r["ours_flops"] / 1e9, "ours / fwd+bwd (flops)": r["ratio"]} for r in rows])
+                        "ours (GFLOP)": r["ours_flops"] / 1e9, "ours / fwd+bwd (flops)": r["ours_flops"] / r["fwd_bwd_flops"]} for r in rows])
     return df.set_index(["model", "n_p"]).round(3)

@@ -43,5 +43,9 @@ def test_table_builders_take_their_eps_d_axis():
 
 
 def test_grid_rows_follow_the_models_axis():
-    assert runner.grid_rows(runner.TABLE2_ROWS) == list(runner.TABLE2_ROWS)
+    from poisonlib import paper
+
+    # every (dataset, model) row of the paper's Table 2, in its order, and each model's ε_w from Sec. 5.1 (1 for MNIST LR, else 0.5)
+    assert [r[:2] for r in runner.grid_rows(runner.TABLE2_ROWS)] == list(paper.TABLE2)
+    assert [r[2] for r in runner.grid_rows(runner.TABLE2_ROWS)] == [1.0 if r == ("mnist", "lr") else 0.5 for r in paper.TABLE2]
     assert runner.grid_rows(runner.TABLE2_ROWS, "['lr', 'cnn']") == [("mnist", "lr", 1.0), ("mnist", "cnn", 0.5)]

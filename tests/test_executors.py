@@ -114,12 +114,10 @@ def test_submitits_local_executor_gives_the_serial_records(serial, tmp_path):
 
 
 def test_a_failed_dependency_fails_its_dependents(tmp_path, monkeypatch):
-    import poisonlib.runner as runner
-
     def boom(*a, **k):
         raise RuntimeError("no target today")
 
-    monkeypatch.setitem(runner._KINDS, "target", (runner.target_config, boom))
+    monkeypatch.setattr("poisonlib.pipeline.target_metrics", boom)
     rows = run(tmp_path / "d", get_executor("local"))
     assert rows[0]["status"] == "failed" and rows[0]["reason"] == "RuntimeError: no target today"
     assert all(r["status"] == "failed" and "no target today" in r["reason"] for r in rows[1:]), rows

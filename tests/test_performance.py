@@ -85,5 +85,6 @@ def test_budget_table_puts_the_budgets_side_by_side():
 
 
 def test_flops_table_ratio():
-    df = performance.flops_table([dict(model="nn", n_poison=84, method="double_backward", fwd_bwd_flops=2e9, ours_flops=5e9, ratio=2.5)])
+    # the ratio is computed from the two counts (a stale stored ratio is not shown)
+    df = performance.flops_table([dict(model="nn", n_poison=84, method="double_backward", fwd_bwd_flops=2e9, ours_flops=5e9, ratio=9.9)])
     assert df.loc[("nn", 84), "ours (GFLOP)"] == 5.0 and df.loc[("nn", 84), "ours / fwd+bwd (flops)"] == 2.5
