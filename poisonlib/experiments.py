@@ -23,6 +23,7 @@ from .protocols import get_protocol
 from .rows import summarize  # noqa: F401
 from .sweeps import candidate_gradients, eps_sweep, first_eps, fw_sweep, sweep_factors, tau_grid  # noqa: F401
 from .targets import calibration_request, clean_and_target, clean_model, resolve_eps_w, scale_last_layer  # noqa: F401
+from .train import TrainConfig  # noqa: F401
 
 
 def load_for_profile(dataset: str, profile="cpu", data_root: str | None = None, protocol="paper"):
