@@ -25,7 +25,10 @@ while the timed calls run). Our gradient must agree
 with the released-style step on all parameters to 1e-5 (max abs difference relative
 to max |g|) in float64.
 
-    python benchmarks/gc_step.py [--models lr nn cnn] [--eps 0.03 1] [--repeats 5] [--threads 2]
+    python benchmarks/gc_step.py [--models lr nn cnn] [--eps 0.03 1] [--repeats 5] [--threads 2] [--device cuda]
+
+On ``--device cuda`` every call ends with ``torch.cuda.synchronize()`` and the memory column is
+the CUDA peak allocated during the warm-up call (``torch.cuda.max_memory_allocated``), not RSS.
 """
 
 from __future__ import annotations
@@ -80,9 +83,17 @@ def _rss_gib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 2**20
 
 
-def peak_rss(fn) -> float:
-    """Peak extra GiB of resident memory during one call of ``fn`` (a sampling thread; also the warm-up)."""
+def peak_rss(fn, device="cpu") -> float:
+    """Peak extra GiB of resident memory during one call of ``fn`` (a sampling thread; also the warm-up);
+    on CUDA the peak allocated memory above what was allocated before the call."""
     gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**30
     start, peak, done = _rss_gib(), [0.0], threading.Event()
 
     def sample():
@@ -98,11 +109,13 @@ def peak_rss(fn) -> float:
     return max(peak[0] - start, 0.0)
 
 
-def measure(fns: dict, repeats: int) -> dict:
+def measure(fns: dict, repeats: int, device="cpu") -> dict:
     """``{column: (median seconds per call, minimum, peak extra GiB)}``. The columns are timed
     round-robin, one call each per round, without the memory sampler running, so that load
     from elsewhere on the machine falls on every column alike."""
-    mem = {c: peak_rss(fn) for c, fn in fns.items()}
+    if torch.device(device).type == "cuda":  # time the work, not its launch
+        fns = {c: (lambda fn=fn: (fn(), torch.cuda.synchronize())) for c, fn in fns.items()}
+    mem = {c: peak_rss(fn, device) for c, fn in fns.items()}
     times = {c: [] for c in fns}
     for _ in range(repeats):
         for c, fn in fns.items():
@@ -139,28 +152,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-recompute", action="store_true", help="leave out the recompute-all column (slow for the CNN)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     ds = load_dataset("mnist")
-    x, y, task = ds.x_train, ds.y_train, ds.task
+    dev = torch.device(args.device)
+    x, y, task = ds.x_train.to(dev), ds.y_train.to(dev), ds.task
     n = len(x)
-    print(f"MNIST-5k, n = {n} clean points, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; "
+    print(f"MNIST-5k, n = {n} clean points, torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; "
           f"median of {args.repeats} (ms); peak extra RSS (GiB) in brackets")
     cols = ["fwd+bwd", "released f64", "released f32 all", "ours", "ours jvp"] + ([] if args.skip_recompute else ["recompute-all"])
     print(f"{'model':>5} {'n_p':>5} {'method':>15} | " + " | ".join(f"{c:>18}" for c in cols) + " | ours/rel32 ours/fb | agree")
     rows = []
     for name in args.models:
-        model = model_for(name, ds, seed=0).eval()
+        model = model_for(name, ds, seed=0).eval().to(dev)
         w = target_params(model)
         g_mu = mean_gradient(model, x, y, task)
         g_sum = {k: v * n for k, v in g_mu.items()}
-        m64 = model_for(name, ds, seed=0).eval().double()
+        m64 = model_for(name, ds, seed=0).eval().double().to(dev)
         g64_first = [v.double() for v in list(g_sum.values())[:1]]
         x64 = x.double()
         for eps in args.eps:
             n_p = max(1, round(eps * n))
-            idx = torch.arange(n_p) % n
+            idx = torch.arange(n_p, device=dev) % n
             x_p, y_p = (x[idx] + 0.01).clone(), y[idx]
             e = n_p / n
             rel = check_agreement(model, x, y, x_p, y_p, task)
@@ -175,9 +190,9 @@ def main() -> None:
                 "ours jvp": lambda: gc_gradient(model, w, x_p, y_p, g_mu, e, task, "jvp"),
                 "recompute-all": lambda: recompute_all_step(model, x, y, x_p, y_p, task),
             }
-            res = measure({c: fns[c] for c in cols}, args.repeats)
+            res = measure({c: fns[c] for c in cols}, args.repeats, dev)
             row = dict(model=name, eps_d=eps, n_poison=n_p, method=resolve_method(model, w, "auto"), agreement=rel,
-                       threads=torch.get_num_threads(), torch=torch.__version__,
+                       threads=torch.get_num_threads(), torch=torch.__version__, device=str(dev),
                        **{f"{c} ms": 1e3 * res[c][0] for c in cols}, **{f"{c} GiB": res[c][2] for c in cols})
             row["ours / released f32 all"] = res["ours"][0] / res["released f32 all"][0]
             row["ours / released f64"] = res["ours"][0] / res["released f64"][0]

@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -162,3 +163,32 @@ def test_tinyimagenet_reads_the_standard_folder_layout(tmp_path):
     assert len(ds.x_train) + len(ds.x_val) == 30 and len(ds.x_test) == 6
     assert ds.y_test.tolist() == [0, 1, 2, 0, 1, 2]
     assert torch.allclose(ds.x_test[2], torch.full((3, 64, 64), 80 / 255.0), atol=2 / 255)
+
+
+def test_synthetic_tinyimagenet_in_the_official_layout_loads(tmp_path):
+    """``poisonlib.testing.write_tinyimagenet`` writes what the loader reads (small here: 4 classes);
+    its structured noise is class-dependent: images of a class are closer to their class mean."""
+    from poisonlib.testing import tiny_wnids, write_tinyimagenet
+
+    top = write_tinyimagenet(str(tmp_path), n_train_per_class=5, n_val=8, n_classes=4)
+    assert sorted(os.listdir(top)) == ["train", "val", "wnids.txt", "words.txt"]
+    assert open(os.path.join(top, "val", "val_annotations.txt")).readline().split("\t")[:2] == ["val_0.JPEG", tiny_wnids(4)[0]]
+    ds = load_dataset("tinyimagenet", data_root=str(tmp_path))
+    assert ds.input_shape == (3, 64, 64) and ds.num_classes == 4
+    assert len(ds.x_train) + len(ds.x_val) == 20 and len(ds.x_test) == 8
+    assert ds.y_test.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    x = torch.cat([ds.x_train, ds.x_val]).flatten(1)
+    y = torch.cat([ds.y_train, ds.y_val])
+    means = torch.stack([x[y == c].mean(0) for c in range(4)])
+    assert (torch.cdist(x, means).argmin(1) == y).float().mean() == 1.0  # the classes are separable by their patterns
+
+
+def test_structured_mnist_and_cifar10_are_class_dependent(tmp_path):
+
+
+    write_mnist(str(tmp_path), n_train=200, n_test=50, structured=True)
+    write_cifar10(str(tmp_path), n_per_batch=20, structured=True)
+    for name in ("mnist", "cifar10"):
+        ds = load_dataset(name, data_root=str(tmp_path))
+        means = torch.stack([ds.x_train[ds.y_train == c].flatten(1).mean(0) for c in range(10)])
+        assert (torch.cdist(ds.x_test.flatten(1), means).argmin(1) == ds.y_test).float().mean() > 0.9

@@ -22,49 +22,7 @@ objective and its minimisers are unchanged). ``scaling="mean"`` steps along
 ∂𝓛/∂x_j exactly as written, ``scaling="sum"`` along the gradient of the
 released code's objective ‖Σ_clean ∇ℓ + Σ_poison ∇ℓ‖² = 2n²𝓛.
 
-The step rule (``optimizer``). Each poison contributes φ_j = ∇_w ℓ(z_j; w) to
-the residual r = g(μ) + (1/n) Σ_j φ_j ∈ R^p, and its per-point step is
-n ∂𝓛/∂x_j = J_jᵀ r with J_j = ∂φ_j/∂x_j (Eq. 34). Plain (momentum) gradient
-descent therefore contracts r at the rates of M = (1/n) Σ_j J_j J_jᵀ, which is
-badly conditioned: poisons whose margin saturates have J_j ≈ 0 (for the
-logistic loss σ(t) − y rounds to 0 in float32 beyond |t| ≈ 17) and, just above
-τ, Cor. 2 needs most poisons near the minimiser t* = 1 + W(1/e) of t l'(t),
-where ∂(t l'(t))/∂t = 0, so the direction of w in r is contracted only at
-second order. Measured (``optimizer=``, 1000 epochs, seed 0; refit =
-scikit-learn ``LogisticRegression(C=100)`` on clean ∪ poisons, distance
-‖w_refit − w‖/‖w‖; GradPC ε_w = 1 Gaussian-10 target, τ(2) = 0.119, and
-the OR target (−2, −1.5, 0.5), τ(2) = 4.54; unbounded features):
-
-=====================  ===================  ===================  ==================  ==================
-optimizer              Gaussian 1.5τ        Gaussian 3τ          OR 1.5τ             OR 3τ
-                       residual / refit     residual / refit     residual / refit    residual / refit
-=====================  ===================  ===================  ==================  ==================
-``"paper"`` (App C.1)  9.3e-3 / 3.4         5.5e-3 / 1.8         4.5e-1 / 0.96       4.4e-1 / 0.93
-Adam lr .05 β(.9,.999) 3.9e-3 / 0.105       3.7e-5 / 0.003       8.5e-2 / 0.10       3.0e-8 / 0.000
-``"lbfgs"``            3.7e-2 / 8.6         6.2e-2 / 9.9         8.4e-2 / 0.10       3.7e-7 / 0.000
-Gauss-Newton (CG)      9.7e-3 / 3.1         3.1e-3 / 0.74        8.3e-2 / 0.094      6.7e-8 / 0.000
-``"adam"`` (default)   9.8e-4 / 0.028       1.6e-9 / 0.002       8.3e-2 / 0.097      6.7e-8 / 0.000
-=====================  ===================  ===================  ==================  ==================
-
-(initial residuals 0.19 and 0.76; 0.8–2.5 s per run on one core for the
-first-order rules, 2× for L-BFGS, 5× for Gauss-Newton with 20 CG steps on
-JJᵀ; below τ every rule stops above Cor. 2's bound.) Adam's per-coordinate
-normalisation moves the saturated poisons that gradient descent leaves in
-place, and the short memories β = (0.5, 0.9) follow the slowly turning
-gradient near t* instead of overshooting it (β = (0.9, 0.999): 3.9e-3 at
-1.5τ; lr 0.05–0.2 all reach ≈ 1e-3 there). L-BFGS and Gauss-Newton /
-Levenberg–Marquardt on r (matrix-free J, Jᵀ via ``torch.func`` jvp / vjp and
-CG on JJᵀ + λI) do worse: their curvature model is dominated by the
-non-saturated poisons and they leave the others where they started; L-BFGS
-also needs the full batch. On OR at 1.5τ every rule stops at the same
-stationary residual 8.3e-2 (the intercept's coordinate of x̃ is fixed by the
-kept label); GC reaches that target from 2τ. On MNIST-5k LR inside the
-[0, 1] box (ε_w = 1 GradPC target, τ(2) = 2.82) Adam reaches 0.146 at τ
-in 300 epochs vs 0.282 for App. C.1's setting, and 2.07 vs 2.11 at
-ε_d = 0.1 in 1000 epochs (L-BFGS clamped to the box: 2.32): the box sets
-the floor there. Hence ``optimizer="adam"`` (lr 0.1, betas (0.5, 0.9),
-cosine schedule) is the default; ``optimizer="paper"`` keeps App. C.1's
-setting for comparison.
+The step rule (``optimizer``, default Adam) and why: :mod:`poisonlib.attacks.gc_steps`.
 
 ``variant="official"`` reproduces the choices of the authors' released code
 (see ``official-code-notes``): only the first parameter tensor enters the
@@ -79,32 +37,21 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 from tqdm import tqdm
 
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
-from ..models import LinearModel, loss_fn
-from ..results import atomic_torch_save, load_torch
+from ..results import atomic_torch_save
 from ..train import resolve_device, show_progress
+from .gc_grad import GC_MEMORY_BUDGET, METHODS, chunked_gc_gradient, gc_gradient, linear_gc_gradient, resolve_chunk_size, resolve_method
+from .gc_steps import (ADAM_BETA1, ADAM_BETA2, ADAM_LR, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, _make_optimizer, _maybe_resume,
+                       _project, _scatter)
 
-ADAM_LR, ADAM_BETA1, ADAM_BETA2 = 0.1, 0.5, 0.9  # measured, see the module docstring
+__all__ = ["ADAM_LR", "DEFAULTS_KEY", "GCResult", "GC_MEMORY_BUDGET", "METHODS", "OPTIMIZERS", "OPTIMIZER_DEFAULTS", "VARIANTS",
+           "chunked_gc_gradient", "gc_gradient", "gradient_canceling", "linear_gc_gradient", "n_poison_points", "resolve_method"]
+
 SCALINGS = ("per_point", "mean", "sum")
-METHODS = ("auto", "closed_form", "double_backward", "jvp")
-OPTIMIZERS = ("adam", "lbfgs", "sgd", "paper")
 CLIPS = (None, "box", "range")
-SCHEDULES = ("cosine", "constant")
-
-#: Step rules on the poison features and their defaults (``lr``, ``momentum``,
-#: ``beta2``, learning-rate ``schedule``). ``"paper"`` is App. C.1 exactly: SGD,
-#: momentum 0.9, lr 0.5, cosine schedule, per-point step scaling.
-OPTIMIZER_DEFAULTS = {
-    "adam": dict(optimizer="adam", lr=ADAM_LR, momentum=ADAM_BETA1, beta2=ADAM_BETA2, schedule="cosine"),
-    "lbfgs": dict(optimizer="lbfgs", lr=1.0, momentum=0.0, beta2=None, schedule="constant"),
-    "sgd": dict(optimizer="sgd", lr=0.5, momentum=0.9, beta2=None, schedule="cosine"),
-    "paper": dict(optimizer="paper", lr=0.5, momentum=0.9, beta2=None, schedule="cosine", scaling="per_point"),
-}
 
 #: Defaults of the two variants; any keyword given explicitly overrides them.
 #: ``"paper"`` takes its step rule from ``OPTIMIZER_DEFAULTS`` (default ``"adam"``);
@@ -170,101 +117,6 @@ def _box_bounds(clip, box, x_clean):
     return None, None
 
 
-def resolve_method(model, params, method: str = "auto") -> str:
-    """``"auto"``: ``"closed_form"`` for a :class:`~poisonlib.models.LinearModel`, else ``"double_backward"``."""
-    check_choice("method", method, METHODS)
-    linear = isinstance(model, LinearModel) and set(params) <= {"weight", "bias"}
-    if method == "closed_form" and not linear:
-        raise PoisonlibError(f"method 'closed_form' needs a linear model (lr, linreg), not {type(model).__name__}")
-    if method == "auto":
-        return "closed_form" if linear else "double_backward"
-    return method
-
-
-def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="auto", wrt_labels: bool = False):
-    """(∂𝓛/∂x_p, 𝓛) at poisons ``x_p`` for 𝓛 = ½‖g(μ) + eps · g(ν̂)‖² (Eq. 33, 34).
-
-    ``double_backward`` differentiates through the poison gradient built with
-    ``create_graph=True`` (reverse-over-reverse). ``jvp`` computes r = g(μ) +
-    eps g(ν̂) first, then ∇_x eps ⟨g(ν̂), stop_grad(r)⟩ with the directional
-    derivative ⟨∇_w ℓ, r⟩ from ``torch.func.jvp`` (reverse-over-forward).
-    ``closed_form`` (linear models; what ``auto`` picks for them) evaluates
-    Eq. (34) in matrix products, see :func:`linear_gc_gradient`.
-    All give the same vector. With ``wrt_labels`` (continuous labels, i.e.
-    regression) the first element is the pair (∂𝓛/∂x_p, ∂𝓛/∂y_p).
-    """
-    method = resolve_method(model, params, method)
-    if method == "closed_form":
-        return linear_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, wrt_labels)
-    loss = loss_fn(task)
-    names = list(params)
-    argnums = (0, 1) if wrt_labels else 0
-    if method == "jvp":
-        from torch.func import grad, jvp
-
-        gp = grad(lambda p: loss(functional_call(model, p, (x_p,)), y_p))(params)
-        r = {k: g_mu[k] + eps * gp[k] for k in names}
-        obj = 0.5 * sum((t * t).sum() for t in r.values())
-
-        def directional(x, y):
-            return jvp(lambda p: loss(functional_call(model, p, (x,)), y), (params,), (r,))[1]
-
-        g = grad(directional, argnums=argnums)(x_p, y_p)
-        return (tuple(eps * t for t in g) if wrt_labels else eps * g), obj.detach()
-    x_p = x_p.detach().requires_grad_(True)
-    y_p = y_p.detach().requires_grad_(wrt_labels)
-    p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    gp = torch.autograd.grad(loss(functional_call(model, p, (x_p,)), y_p), list(p.values()), create_graph=True)
-    obj = 0.5 * sum(((g_mu[k] + eps * g) ** 2).sum() for k, g in zip(names, gp))
-    g = torch.autograd.grad(obj, [x_p, y_p] if wrt_labels else [x_p])
-    return (tuple(g) if wrt_labels else g[0]), obj.detach()
-
-
-def linear_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, wrt_labels: bool = False):
-    """:func:`gc_gradient` for a linear model h = W x + b, in closed form.
-
-    With δ_j = ∂ℓ/∂h at poison j (softmax p_j − e_{y_j}, σ(h_j) − y_j, or h_j − y_j)
-    and c = eps / n_p, the residual is r = (R_W, R_b) = g(μ) + c Σ_j (δ_j x_jᵀ, δ_j)
-    (Eq. 33) and ⟨r, ∇_w ℓ(z_j)⟩ = δ_jᵀ u_j with u_j = R_W x_j + R_b, so Eq. (34) is
-
-        ∂𝓛/∂x_j = c (Wᵀ H_j u_j + R_Wᵀ δ_j),   H_j = ∂δ_j/∂h = ∇²_h ℓ(z_j)
-
-    (H_j u = p ⊙ u − p (pᵀu) for softmax, σ'(h) u for the logistic loss, u for
-    squares) and, for regression labels, ∂𝓛/∂y_j = −c u_j: four matrix products
-    over the poisons where the autograd step builds and differentiates a graph.
-    Parameters absent from ``params`` (``params="first"``) leave their block of r out.
-    """
-    W = params.get("weight", model.weight).detach()
-    bias = params.get("bias", model.bias)
-    X = x_p.flatten(1)
-    h = F.linear(X, W, None if bias is None else bias.detach())
-    if task == "multiclass":
-        p = torch.softmax(h, dim=1)
-        delta = p.clone()
-        delta[torch.arange(len(X), device=X.device), y_p] -= 1
-    elif task == "binary":
-        p = torch.sigmoid(h)
-        delta = p - y_p.to(h.dtype).reshape(-1, 1)
-    else:
-        delta = h - y_p.to(h.dtype).reshape(-1, 1)
-    c = eps / len(X)
-    r_w = g_mu["weight"] + c * (delta.T @ X) if "weight" in params else None
-    r_b = g_mu["bias"] + c * delta.sum(0) if "bias" in params else None
-    obj = 0.5 * sum((t * t).sum() for t in (r_w, r_b) if t is not None)
-    u = (X @ r_w.T if r_w is not None else torch.zeros_like(h)) + (r_b if r_b is not None else 0)
-    if task == "multiclass":
-        s = p * u - p * (p * u).sum(1, keepdim=True)
-    elif task == "binary":
-        s = p * (1 - p) * u
-    else:
-        s = u
-    gx = s @ W if r_w is None else torch.cat([s, delta], 1) @ torch.cat([W, r_w], 0)
-    gx = (c * gx).reshape(x_p.shape)
-    if wrt_labels:
-        return (gx, (-c * u).reshape(y_p.shape)), obj.detach()
-    return gx.detach(), obj.detach()
-
-
 def _init_poisons(x_clean, y_clean, n_p, seed):
     """Random clean sample (Alg. 1, line 1): without replacement when n_p <= n."""
     gen = torch.Generator().manual_seed(seed)
@@ -298,6 +150,7 @@ def gradient_canceling(
     batch_size: int | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 100,
+    chunk_size: int | str | None = "auto",
     progress: bool | None = None,
 ) -> GCResult:
     """Run Gradient Canceling (Alg. 1) against the fixed ``target`` model.
@@ -328,7 +181,7 @@ def gradient_canceling(
 
         * ``"adam"`` (default): Adam, lr 0.1, betas (0.5, 0.9), cosine schedule
           to 0 over ``epochs``; one GC gradient per step. The measured choice
-          (module docstring): it reaches the target where the paper's setting
+          (:mod:`~poisonlib.attacks.gc_steps`): it reaches the target where the paper's setting
           stalls.
         * ``"lbfgs"``: ``torch.optim.LBFGS`` (history 10, strong-Wolfe line
           search, one iteration per epoch, i.e. 2 or more GC gradients per
@@ -371,6 +224,13 @@ def gradient_canceling(
         and TinyImageNet), each step using the batch's mean gradient as its
         estimate of g(ν̂). The trace then holds the mean of the batch residuals;
         the final residual is always exact. Not with ``optimizer="lbfgs"``.
+    chunk_size : int, "auto" or None, default "auto"
+        Poisons per chunk of the GC gradient (:func:`~poisonlib.attacks.gc_grad.chunked_gc_gradient`)
+        and of g(μ) over the clean set: the same vector in two passes, peak memory one
+        chunk's graph. ``"auto"`` / ``None``: chunks only when the (batch of) poisons
+        would exceed :data:`~poisonlib.attacks.gc_grad.GC_MEMORY_BUDGET` (16 GiB host
+        memory on a CPU, 40 GiB on one GPU); below it the run is the unchunked one, bit
+        for bit. The chunk used, if any, is ``config["chunk_size"]``.
     checkpoint : str, optional
         File to save the state to every ``checkpoint_every`` epochs; a run finding
         a checkpoint of the same configuration resumes from it and ends with
@@ -433,7 +293,11 @@ def gradient_canceling(
 
     target = target.to(dev).eval()
     w = target_params(target, opts["params"])
-    g_mu = mean_gradient(target, x_clean, y_clean, task, params=w)
+    chunk = resolve_chunk_size(chunk_size, target, w, x_clean, y_clean, task, method, batch_size, dev)
+    if chunk is not None:
+        config["chunk_size"] = chunk
+    clean_chunk = 2048 if chunk is None else min(2048, chunk)  # g(μ): 2048 clean points a chunk, fewer when poisons are chunked
+    g_mu = mean_gradient(target, x_clean, y_clean, task, params=w, chunk=clean_chunk)
     lo, hi = _box_bounds(opts["clip"], box, x_clean)
     lo, hi = [b.to(dev) if isinstance(b, torch.Tensor) else b for b in (lo, hi)]
     x0, y_p, init_idx = _init_poisons(x_clean, y_clean, n_p, seed)
@@ -454,7 +318,7 @@ def gradient_canceling(
 
     def evaluate(xb, yb, idx, weight):
         """GC gradient of the (batch) objective into ``.grad``, scaled; returns 𝓛 of the batch."""
-        grads, obj = gc_gradient(target, w, xb, yb, g_mu, eps, task, method, optimize_labels)
+        grads, obj = gc_gradient(target, w, xb, yb, g_mu, eps, task, method, optimize_labels, chunk_size=chunk)
         gx, gy = grads if optimize_labels else (grads, None)
         x_p.grad = _scatter(weight * gx, idx, x_p)
         if optimize_labels:
@@ -506,10 +370,10 @@ def gradient_canceling(
 
     stat = None
     if batch_size < n_p:  # exact final residual over all poisons, in chunks
-        g_sum = sum_gradient(target, w, x_p.detach(), y_p.detach(), task)
+        g_sum = sum_gradient(target, w, x_p.detach(), y_p.detach(), task, chunk=clean_chunk)
         obj = 0.5 * global_norm({k: g_mu[k] + g_sum[k] / n for k in w}) ** 2
     else:
-        grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method)
+        grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method, chunk_size=chunk)
         obj = float(obj)
         if lo is not None:  # projected gradient: drop the components pushing out of the box
             xd = x_p.detach()
@@ -523,45 +387,3 @@ def gradient_canceling(
     history["converged"] = bool(history["final_residual"] <= CONVERGED_RTOL * history["initial_residual"]
                                 or (stat is not None and stat <= STATIONARY_RTOL))
     return GCResult(x=x_p.detach().cpu(), y=y_p.detach().cpu(), init_index=init_idx, eps_d=eps, history=history, config=config)
-
-
-def _make_optimizer(opts, leaves, lr, mom):
-    """The torch optimiser of ``opts["optimizer"]`` on the poison leaves."""
-    name = opts["optimizer"]
-    if name == "adam":
-        return torch.optim.Adam(leaves, lr=lr, betas=(mom, opts["beta2"] if opts["beta2"] is not None else ADAM_BETA2))
-    if name == "lbfgs":
-        return torch.optim.LBFGS(leaves, lr=lr, max_iter=1, history_size=10, line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
-    return torch.optim.SGD(leaves, lr=lr, momentum=mom)  # "sgd", "paper"
-
-
-def _project(x_p, lo, hi):
-    """Alg. 1, line 6: clamp the poisons onto the admissible box (no-op without one)."""
-    if lo is not None:
-        with torch.no_grad():
-            x_p.copy_(torch.clamp(x_p, lo, hi))
-
-
-def _scatter(g, idx, like):
-    """The full-size gradient of ``like`` with ``g`` at rows ``idx`` (all rows when ``idx`` is None)."""
-    if idx is None:
-        return g
-    full = torch.zeros_like(like)
-    full[idx] = g
-    return full
-
-
-def _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history) -> int:
-    """Load a checkpoint of the same ``config`` into the live state; return the epoch reached."""
-    state = load_torch(checkpoint, ("config", "epoch", "x", "y", "opt", "sched", "history")) if checkpoint else None
-    if state is None:  # none, or corrupt (then quarantined): start from epoch 0
-        return 0
-    if state.get("config") != config:
-        raise PoisonlibError(f"checkpoint {checkpoint!r} belongs to another GC configuration; delete it or pass another path")
-    with torch.no_grad():
-        x_p.copy_(state["x"].to(x_p.device))
-        y_p.copy_(state["y"].to(y_p.device))
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    history.update(state["history"])
-    return int(state["epoch"])

@@ -1,0 +1,214 @@
+"""Dry runs: every cell at its real size with each loop capped at a few steps, timed and sized.
+
+A cell of the ``paper`` profile may take hours; whether it fits in memory shows in its
+first steps. :func:`dry_run` runs each cell on its real data (real number of clean points
+and poisons, real models) under :func:`capped_profile`, which caps the loops' *outer*
+step counts: training epochs (every :class:`~poisonlib.train.TrainConfig` and the
+released protocol's retraining), GC steps, and the baselines' ``epochs`` / ``steps`` /
+``max_rounds``. Inner loops (TGDA's follower steps and CG iterations, MT's retraining per
+round, MaxUp's copies) keep their values, so that one capped step costs what a real one does.
+
+Extrapolation (a linear fit per loop). A cell's wall time is modelled as
+t = t_fixed + Σ_g b_g · s_g over its loop groups g (``train``: training epochs; ``attack``:
+GC steps, or the baseline's step count), each with s_g steps. The cell runs once with every
+group at k steps (time t_k), and once more per group with that group at 2k steps
+(t_{k,g}); b_g = (t_{k,g} − t_k) / k (clamped at 0: timings vary) is the group's cost per
+step, and the full cost is T = t_k + Σ_g b_g (S_g − k) with S_g the profile's step count.
+Where k more steps cost less than the timing noise (``NOISE_FRAC`` of t_k, at least ``NOISE_S``),
+the group's run is repeated at 4k, 16k, ... steps (at most S_g; ``fit_steps``) with
+b_g = (t_{s,g} − t_k) / (s − k): cheap loops are measured over many steps, costly ones over few.
+With ``fit=False`` the cell runs once and T = t_k · max_g S_g / k, an upper bound (the fixed
+part scaled too), marked ``extrapolation="bound"``.
+
+Memory: the peak resident set size during each run (a sampling thread reading
+``/proc/self/statm``, else ``resource.getrusage``'s lifetime peak) and, on a GPU,
+``torch.cuda.max_memory_allocated`` (reset before each run); a row reports the maxima
+over its runs. A cell that fails at its real size (out of memory, bad shape, ...) becomes
+a row with ``status="error"`` and the error's first line; nothing is raised.
+
+The fit assumes a loop's step costs the same at every step count; where it does not (a
+conjugate-gradient solve whose iterations depend on the poisons, MT stopping early), the
+per-step cost of that group is a rough figure, as its row's ``per_step_seconds`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import threading
+import time
+from dataclasses import replace
+
+import torch
+
+from .attacks.gc import n_poison_points
+from .experiments import get_profile
+
+#: Baseline options that count a baseline's outer steps (capped; inner-loop options are kept).
+STEP_OPTIONS = ("epochs", "steps", "max_rounds")
+GIB = 2**30
+#: The fit's second run of a loop group is repeated at GROW times the steps until it takes
+#: NOISE_FRAC of the capped run's time (and NOISE_S seconds) longer, or runs all the steps.
+GROW, NOISE_FRAC, NOISE_S = 4, 0.25, 1.0
+
+
+def capped_profile(profile, steps: int = 1, *, train: int | None = None, attack: int | None = None):
+    """``profile`` with its training epochs capped at ``train`` and its GC / baseline step counts
+    at ``attack`` (both default ``steps``); named ``<name>-dry<train>-<attack>``."""
+    prof = get_profile(profile)
+    tr, at = (steps if train is None else train), (steps if attack is None else attack)
+    limits = {m: replace(lim, gc_epochs=None if lim.gc_epochs is None else min(lim.gc_epochs, at)) for m, lim in prof.limits.items()}
+    baselines = {kind: per if kind == "paper_only" else
+                 {m: {k: (min(v, at) if k in STEP_OPTIONS and isinstance(v, int) else v) for k, v in opts.items()} for m, opts in per.items()}
+                 for kind, per in prof.baselines.items()}
+    return replace(prof, name=f"{prof.name}-dry{tr}-{at}", train={m: replace(c, epochs=min(c.epochs, tr)) for m, c in prof.train.items()},
+                   gc_epochs=min(prof.gc_epochs, at), sweep_gc_epochs=min(prof.sweep_gc_epochs, at),
+                   released_epochs=min(prof.released_epochs, tr), limits=limits, baselines=baselines)
+
+
+def step_counts(cell, profile) -> dict:
+    """The full step count of each loop group of ``cell`` at ``profile``: ``train`` (epochs) and,
+    where the cell has one, ``attack`` (GC steps, or the baseline's steps / epochs / rounds)."""
+    prof = get_profile(profile)
+    counts = {"train": prof.train_config(cell.model).epochs}
+    if cell.kind in ("gc", "defense"):
+        counts["attack"] = prof.gc_epochs_for(cell.model)
+    elif cell.kind == "attack" or cell.target in ("tgda", "mt"):
+        opts = prof.attack_options(cell.attack if cell.kind == "attack" else cell.target, cell.model)
+        hit = [opts[k] for k in STEP_OPTIONS if isinstance(opts.get(k), int)]
+        if hit:
+            counts["attack"] = hit[0]
+    return counts
+
+
+class _Peak:
+    """Peak RSS (bytes) while the block runs, and the CUDA peak allocated on ``device``."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.rss, self.cuda_peak, self._done = 0, None, threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _sample(self):
+        while not self._done.is_set():
+            self.rss = max(self.rss, self._rss())
+            self._done.wait(0.05)
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.rss = max(self.rss, self._rss())
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.cuda_peak = torch.cuda.max_memory_allocated()
+        return False
+
+
+def _find(record, key):
+    """The first value of ``key`` anywhere in a (nested) record, else ``None``."""
+    if isinstance(record, dict):
+        if key in record and not isinstance(record[key], (dict, list)):
+            return record[key]
+        for v in record.values():
+            hit = _find(v, key)
+            if hit is not None:
+                return hit
+    return None
+
+
+def _timed_run(cell, prof, data_root, device):
+    """Seconds, peak RSS, CUDA peak and the record of one run of ``cell`` in a fresh store."""
+    with tempfile.TemporaryDirectory(prefix="poisonlib-dry-") as store, _Peak(device) as peak:
+        t0 = time.perf_counter()
+        rec = cell.resolve(prof, data_root=data_root, device=device).run(results_dir=store, force=True, progress=False)
+        if peak.cuda:
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+    return secs, peak.rss, peak.cuda_peak, rec
+
+
+def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True) -> dict:
+    """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
+    prof = get_profile(profile)
+    counts = step_counts(cell, prof)
+    row = dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
+               profile=prof.name, steps=steps, full_steps=counts, n_poison=None, seconds_capped=None, per_step_seconds={},
+               extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None, peak_cuda_gib=None,
+               fit_steps={}, status="ok", reason=None)
+    rss, cuda_peaks = [], []
+    try:
+        t_k, r, c, rec = _timed_run(cell, capped_profile(prof, steps), data_root, device)
+        rss.append(r), cuda_peaks.append(c)
+        n_p = _find(rec, "n_poison")
+        row["n_poison"] = int(n_p) if n_p is not None else (n_poison_points(cell.eps_d, _find(rec, "n_clean"))
+                                                            if isinstance(cell.eps_d, float) and _find(rec, "n_clean") else None)
+        total = t_k
+        if fit:
+            for group, full in counts.items():
+                s = steps
+                while s < full:  # more steps until they cost clearly more than the timing noise, or all are run
+                    s = min(full, 2 * steps if s == steps else GROW * s)
+                    t_g, r, c, _ = _timed_run(cell, capped_profile(prof, steps, **{group: s}), data_root, device)
+                    rss.append(r), cuda_peaks.append(c)
+                    if t_g - t_k > max(NOISE_FRAC * t_k, NOISE_S):
+                        break
+                if s > steps:
+                    b = max(t_g - t_k, 0.0) / (s - steps)
+                    row["per_step_seconds"][group] = b
+                    row["fit_steps"][group] = s
+                    total += b * (full - steps)
+        else:
+            total = t_k * max(counts.values()) / steps
+        row.update(seconds_capped=t_k, extrapolated_seconds=total)
+    except Exception as e:  # noqa: BLE001 -- a cell failing at real size is a result, reported as a row
+        msg = str(e).strip().splitlines()
+        row.update(status="error", reason=f"{type(e).__name__}: {msg[0] if msg else ''}"[:500])
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    row["peak_rss_gib"] = max(rss) / GIB if rss else None
+    row["peak_cuda_gib"] = max(cuda_peaks) / GIB if cuda_peaks and cuda_peaks[0] is not None else None
+    return row
+
+
+def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, on_row=None,
+            warmup: bool = True) -> list[dict]:
+    """Dry-run ``cells`` (:class:`poisonlib.runner.Cell`) at ``profile`` (module docstring).
+
+    ``warmup`` first runs the first cell once untimed at the cap, so that one-off costs of the
+    process (lazy imports, the embedded data's cache, CUDA's start) do not enter the fit.
+
+    Returns one plain dict per cell: ``cell`` (label), ``kind``, ``n_poison``, ``seconds_capped``,
+    ``per_step_seconds`` per loop group, ``full_steps``, ``extrapolated_seconds``, ``peak_rss_gib``,
+    ``peak_cuda_gib`` (``None`` off a GPU), ``status`` (``ok`` / ``error``) and ``reason``.
+    ``on_row(row)`` is called after each cell (e.g. to save rows as they come)."""
+    from .train import resolve_device
+
+    device = str(resolve_device(device))
+    rows, cells = [], list(cells)
+    if warmup and cells:
+        try:
+            _timed_run(cells[0], capped_profile(profile, steps), data_root, device)
+        except Exception:  # noqa: BLE001 -- its row will report the error
+            pass
+    for cell in cells:
+        rows.append(dry_run_cell(cell, profile, data_root=data_root, device=device, steps=steps, fit=fit))
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
