@@ -202,8 +202,8 @@ def chapter_grids(src: str) -> list[tuple[str, dict]]:
 
     with open(src, encoding="utf-8") as f:
         text = f.read()
-    grids = [(g, {}) for g in re.findall(r'run_experiment\("(\w+)"', text)]
-    grids += [(g, {"eps_w": "calibrated"}) for g in re.findall(r'run_experiment\("(\w+)"[^\n]*eps_w="calibrated"', text)]
+    grids = [(g, {}) for g in re.findall(r'run_(?:experiment|by_protocol)\("(\w+)"', text)]
+    grids += [(g, {"eps_w": "calibrated"}) for g in re.findall(r'run_(?:experiment|by_protocol)\("(\w+)"[^\n]*eps_w="calibrated"', text)]
     if "reproduction.run_all(" in text:
         grids += [(g, {}) for g in EXPERIMENTS]
     return list({(g, tuple(kw.items())): (g, kw) for g, kw in grids}.values())

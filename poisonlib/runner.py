@@ -18,4 +18,4 @@ from .grids.table6 import LABEL_FLIP_ERRORS, MT_BUDGET, mt_budget  # noqa: F401
 from .grids.table7 import ROWS as TABLE7_ROWS  # noqa: F401
 from .pipeline import CellSpec  # noqa: F401
 from .profiles import get_profile  # noqa: F401
-from .scheduler import Task, execute, record_row, run_cell, run_command, run_experiment  # noqa: F401
+from .scheduler import Task, execute, record_row, run_by_protocol, run_cell, run_command, run_experiment  # noqa: F401

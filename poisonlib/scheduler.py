@@ -90,6 +90,14 @@ def run_experiment(name: str, profile="cpu", *, data_root=None, device="auto", r
     return run.execute(cells, force=force)
 
 
+def run_by_protocol(name: str, profile="cpu", *, protocols=("paper",), **kw) -> dict:
+    """:func:`run_experiment` of grid ``name`` under each of ``protocols`` (a list, or what
+    papermill passes: ``'["paper", "released"]'``, ``'paper'``): ``{protocol: rows}``, in that order."""
+    from .protocols import protocol_list
+
+    return {p: run_experiment(name, profile, protocol=p, **kw) for p in protocol_list(protocols)}
+
+
 @dataclass(frozen=True, eq=False)
 class Task:
     """What a worker runs (:func:`execute`): the resolved cell (:class:`CellSpec`), whether to

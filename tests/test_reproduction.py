@@ -69,7 +69,7 @@ def test_chapter_grids_match_what_the_notebooks_run():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ran = {}
     for f in glob.glob(os.path.join(root, "notebooks", "*.md")):
-        grids = re.findall(r'run_experiment\("(\w+)"', open(f).read())
+        grids = re.findall(r'run_(?:experiment|by_protocol)\("(\w+)"', open(f).read())
         if grids:
             ran[os.path.basename(f)[:-3]] = set(grids)
     assert {k: set(v) for k, v in reproduction.CHAPTER_GRIDS.items()} == ran
@@ -116,7 +116,7 @@ def test_the_committed_gpu_timing_run_loads_from_any_folder_of_the_project(monke
     nb = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
     runs = {}
     for name in os.listdir(nb):
-        grids = set(re.findall(r'run_experiment\("(\w+)"', open(os.path.join(nb, name), encoding="utf-8").read()))
+        grids = set(re.findall(r'run_(?:experiment|by_protocol)\("(\w+)"', open(os.path.join(nb, name), encoding="utf-8").read()))
         if grids:
             runs[name[:-3]] = grids
     assert set(chapters["chapter"]) == set(runs)
