@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ._validation import PoisonlibError
-from .cli_io import _add_executor, _eps_d, _eps_w, _nonneg_int, _check_out, _dump_json, _executor_options, _load_checkpoint, _savez, _write_outputs, executor_from_args  # noqa: E501
+from .cli_io import _add_executor, _eps_d, _eps_w, _jobs, _nonneg_int, _check_out, _dump_json, _executor_options, _load_checkpoint, _savez, _write_outputs, executor_from_args  # noqa: E501
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="default: cpu")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--data-root", default=None, help="folder with the full datasets (MNIST at the paper profile, CIFAR-10, TinyImageNet)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="run one cell of each cost class at its real size with every loop capped, and print its extrapolated cost "
+                     "and peak memory (nothing is stored); exits 1 if a cell fails at its real size")
+    run.add_argument("--dry-run-steps", type=_jobs, default=1, help="steps each loop runs in a dry run (default 1)")
     run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the seeds of the attack cells (GC, baselines, defenses)")
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
@@ -236,6 +240,8 @@ def cmd_run(args) -> int:
     if args.csv and os.path.isdir(args.csv):
         raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
     exp = get_experiment(args.experiment)
+    if args.dry_run:
+        return _dry_run(args, exp)
     with executor_from_args(args) as ex:
         rows = run_experiment(args.experiment, args.profile, data_root=args.data_root, device=args.device, force=args.force,
                               protocol=args.protocol, seeds=args.seeds, executor=ex)
@@ -253,6 +259,37 @@ def cmd_run(args) -> int:
         df = df.drop(columns=[c for c in ("gc_residual_curve", "examples") if c in df])
         _write_outputs(os.path.dirname(os.path.abspath(args.csv)), {os.path.basename(args.csv): lambda p: df.to_csv(p, index=False)})
     return 0
+
+
+def _dry_run(args, exp) -> int:
+    """``poisonlib run EXPERIMENT --dry-run``: one cell of each cost class at its real size with
+    every loop capped (:func:`poisonlib.dryrun.dry_run_grid`); prints per class the time per
+    cell extrapolated to the profile's step counts, the peak memory, and the grid's total."""
+    import dataclasses
+
+    import pandas as pd
+
+    from .cells import restrict
+    from .dryrun import dry_run_grid
+    from .profiles import get_profile
+
+    prof = get_profile(args.profile)
+    cells = restrict([dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(prof)], seeds=args.seeds)
+    rows = dry_run_grid(cells, prof, data_root=args.data_root, device=args.device, steps=args.dry_run_steps,
+                        on_row=lambda r: print(f"{exp.name} [{prof.name}, dry run] {r['cell']}: {r['status']}", file=sys.stderr, flush=True))
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("status", "cell", "cells", "n_poison", "seconds_capped", "extrapolated_seconds", "extrapolated_total_seconds",
+                        "peak_rss_gib", "peak_cuda_gib", "reason") if c in df]
+    with pd.option_context("display.max_rows", None, "display.width", 220, "display.max_colwidth", 70):
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    total_h = ok["extrapolated_total_seconds"].sum() / 3600 if len(ok) else 0.0
+    failed = int((df["status"] == "error").sum())
+    print(f"{exp.name} [{prof.name}, dry run]: {len(ok)} cost classes priced, {int(ok['cells'].sum()) if len(ok) else 0} cells, "
+          f"about {total_h:.2f} h on {args.device} (upper bound: capped run x full steps); {failed} failed", file=sys.stderr)
+    if args.csv:
+        _write_outputs(os.path.dirname(os.path.abspath(args.csv)), {os.path.basename(args.csv): lambda p: df.to_csv(p, index=False)})
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:

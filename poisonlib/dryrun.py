@@ -212,3 +212,41 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
         if on_row is not None:
             on_row(rows[-1])
     return rows
+
+
+def cost_class(cell) -> tuple:
+    """What a cell's cost depends on: kind, data, model, attack, ε_d and the kind of target
+    (not the seed, ε_w, the w/2 scaling or GC-c's clipping: those cost the same)."""
+    return (cell.kind, cell.dataset, cell.model, cell.attack if cell.kind == "attack" else "", cell.eps_d,
+            cell.target if cell.kind == "target" else "")
+
+
+def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = False, on_row=None) -> list[dict]:
+    """Dry-run one cell of each cost class of ``cells`` (:func:`cost_class`) and price the grid:
+    each row gains ``cells`` (how many of the grid's cells it stands for) and
+    ``extrapolated_total_seconds``. Cells the profile does not run, and cells whose ε_d is
+    another cell's outcome (``"mt"``), are rows with ``status="skipped"`` and the reason."""
+    from .cells import skip_reason
+
+    prof = get_profile(profile)
+    classes: dict = {}
+    skipped = []
+    for c in cells:
+        why = "eps_d is MT's budget, known once MT has run (priced as MT's cell)" if c.eps_d == "mt" else skip_reason(c, prof, data_root)
+        if why is not None:
+            skipped.append(dict(cell=c.label(), kind=c.kind, status="skipped", reason=why, cells=1))
+            continue
+        classes.setdefault(cost_class(c), []).append(c)
+
+    groups = list(classes.values())
+    counts = iter(len(cs) for cs in groups)
+
+    def priced(row):
+        n = next(counts)
+        row["cells"] = n
+        row["extrapolated_total_seconds"] = None if row["extrapolated_seconds"] is None else n * row["extrapolated_seconds"]
+        if on_row is not None:
+            on_row(row)
+
+    rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced)
+    return rows + skipped
