@@ -46,6 +46,14 @@ SLOW = textwrap.dedent('''
 ''')
 
 
+def _prepare(tmp_path):
+    """The slow script and an empty store under ``tmp_path``."""
+    script, store = tmp_path / "slow.py", tmp_path / "store"
+    script.write_text(SLOW)
+    store.mkdir()
+    return script, store
+
+
 def _start(script, store, executor, steps):
     env = {**os.environ, "STORE": str(store), "STEPS": str(steps), "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, str(script), executor], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -85,10 +93,7 @@ def _stop_and_check(proc, sig, store, *, within=10.0):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_a_process_pool_run_and_a_rerun_resumes(sig, tmp_path):
-    script = tmp_path / "slow.py"
-    script.write_text(SLOW)
-    store = tmp_path / "store"
-    store.mkdir()
+    script, store = _prepare(tmp_path)
     p = _start(script, store, "local", steps=2000)
     _wait_for(lambda: (store / "started0").exists() and (store / "started1").exists(), p, 90, "both workers at work")
     _stop_and_check(p, sig, store)
@@ -102,10 +107,7 @@ def test_a_signal_stops_a_process_pool_run_and_a_rerun_resumes(sig, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install poisonlib[ray])")
 def test_sigterm_stops_a_local_ray_cluster_and_its_tasks(tmp_path):
-    script = tmp_path / "slow.py"
-    script.write_text(SLOW)
-    store = tmp_path / "store"
-    store.mkdir()
+    script, store = _prepare(tmp_path)
     p = _start(script, store, "ray", steps=4000)
     _wait_for(lambda: (store / "started0").exists() or (store / "started1").exists(), p, 150, "a Ray task at work")
     _stop_and_check(p, signal.SIGTERM, store, within=30)
