@@ -31,10 +31,9 @@ from sklearn.model_selection import train_test_split
 
 from ._registry import Registry
 from ._validation import MAX_SPLIT_SEED, PoisonlibError, check_choice, check_feature_box, check_finite, check_int
-from .formats import ArrayUnpickler as _ArrayUnpickler  # noqa: F401 - importable from here as before
 from .fingerprints import FINGERPRINT_VERSION, _fast_digest, _register_source, _source_digest, fingerprint  # noqa: F401
-from .formats import load_npz_arrays, read_cifar_batch, read_mnist_pair, read_tinyimagenet
-from .formats import read_cifar_batch as _read_cifar_batch  # noqa: F401
+from .formats import MAX_CLASSES, load_npz_arrays, need_root as _need_root, read_cifar_batch, read_mnist_pair, read_tinyimagenet  # noqa: F401
+from .formats import ArrayUnpickler as _ArrayUnpickler, read_cifar_batch as _read_cifar_batch, readable as _readable  # noqa: F401 - as before
 
 TASKS = ("multiclass", "binary", "regression")
 VAL_FRACTION = 0.3  # Sec. 5.1: 70 % train / 30 % validation
@@ -150,17 +149,6 @@ def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0
     if n_train is not None:
         ds = subsample_train(ds, check_int("n_train", n_train, minimum=1), seed=split_seed)
     return ds
-
-
-def _readable(load, what: str, expected: str):
-    """``load()``, with any failure to read files turned into a one-line :class:`PoisonlibError`."""
-    try:
-        return load()
-    except PoisonlibError:
-        raise
-    except Exception as e:  # noqa: BLE001 - numpy, pickle, PIL and torchvision raise many kinds on foreign files
-        first = (str(e).strip().splitlines() or ["their content is not in the expected format"])[0][:160]
-        raise PoisonlibError(f"{what} cannot be read ({type(e).__name__}: {first}); expected {expected}") from None
 
 
 def subsample_train(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -294,12 +282,6 @@ def mnist17(data_root: str | None = None, split_seed: int = 0) -> Dataset:
 # --------------------------------------------------------------------------- CIFAR-10, TinyImageNet
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-
-def _need_root(name: str, data_root: str | None, how: str) -> str:
-    if data_root is None:
-        raise PoisonlibError(f"dataset {name!r} has no embedded copy: pass data_root (--data-root) with {how}")
-    return os.path.expanduser(data_root)
 
 
 @register_dataset("cifar10")

@@ -37,6 +37,24 @@ MAX_CLASSES = 100_000
 NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
+def readable(load, what: str, expected: str):
+    """``load()``, with any failure to read files turned into a one-line :class:`PoisonlibError`."""
+    try:
+        return load()
+    except PoisonlibError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy, pickle, PIL and torchvision raise many kinds on foreign files
+        first = (str(e).strip().splitlines() or ["their content is not in the expected format"])[0][:160]
+        raise PoisonlibError(f"{what} cannot be read ({type(e).__name__}: {first}); expected {expected}") from None
+
+
+def need_root(name: str, data_root: str | None, how: str) -> str:
+    """``data_root`` (user-expanded), or one line saying that ``name`` needs one."""
+    if data_root is None:
+        raise PoisonlibError(f"dataset {name!r} has no embedded copy: pass data_root (--data-root) with {how}")
+    return os.path.expanduser(data_root)
+
+
 # --------------------------------------------------------------------------- npz datasets
 def _npz_headers(path: str) -> dict:
     """``{name: (shape, dtype)}`` of the arrays in the npz at ``path``, read from the
