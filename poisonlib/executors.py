@@ -13,6 +13,14 @@ plain data) for every executor but the serial one.
 * ``slurm``: :mod:`submitit`'s ``AutoExecutor`` (a job array; ``cluster="local"`` runs the
   jobs as local processes, for tests).
 
+Stopping: while an executor is open (``with get_executor(...) as ex``), SIGTERM raises
+:class:`SystemExit` (143) in the driver like SIGINT raises :class:`KeyboardInterrupt`; either
+ends the run within seconds: the pool's workers are terminated (SIGTERM, then SIGKILL after
+:data:`STOP_GRACE_S`), Ray tasks cancelled and a local Ray cluster shut down, submitit jobs
+cancelled. Workers ignore SIGINT (Ctrl-C reaches the whole process group; the driver stops
+them), unwind on SIGTERM so that no temporary file stays behind, and end themselves when
+the driver is gone (re-parented). Every store write is atomic, so a rerun resumes.
+
 Each worker sets torch's thread count to the driver's (:func:`torch.get_num_threads`), so
 that a cell's numbers are bit-identical to a serial run's on the same CPU.
 Ray and submitit are optional (``pip install poisonlib[ray]`` / ``poisonlib[slurm]``).
@@ -23,6 +31,7 @@ Ray and submitit are optional (``pip install poisonlib[ray]`` / ``poisonlib[slur
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -30,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from ._lifecycle import _IN_TASK, STOP_GRACE_S, WorkerStop, stop_on_signals, stop_processes, worker_init  # noqa: F401
 from ._registry import Registry
 from ._validation import PoisonlibError, check_int, check_positive
 
@@ -68,13 +78,19 @@ def _picklable(obj) -> bool:
 
 def guarded(fn: Callable, task, threads: int | None = None):
     """``fn(task)`` with torch's thread count set to ``threads``; an exception becomes a
-    :class:`TaskError` (so that it crosses process boundaries with its traceback)."""
+    :class:`TaskError` (so that it crosses process boundaries with its traceback). A worker
+    told to stop (:class:`WorkerStop`) unwinds -- removing its temporary files -- and exits."""
     if threads:
         torch.set_num_threads(threads)
+    _IN_TASK[0] = True
     try:
         return fn(task)
+    except WorkerStop:
+        os._exit(143)
     except Exception as e:  # noqa: BLE001 - reported to the driver, which decides
         return TaskError(e, traceback.format_exc())
+    finally:
+        _IN_TASK[0] = False
 
 
 class Executor:
@@ -99,11 +115,27 @@ class Executor:
     def close(self) -> None:
         """Release the workers (a no-op unless the executor started them)."""
 
+    def stop(self) -> None:
+        """Stop everything this executor started now (the run was interrupted), without
+        waiting for running tasks; then :meth:`close`."""
+        self.close()
+
     def __enter__(self):
+        self._signals = stop_on_signals()
+        self._signals.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+                self.stop()
+            else:
+                self.close()
+        finally:
+            signals = getattr(self, "_signals", None)
+            if signals is not None:
+                self._signals = None
+                signals.__exit__(None, None, None)
 
 
 def register_executor(name: str):
@@ -146,9 +178,14 @@ class LocalExecutor(Executor):
             for t in tasks:
                 yield t, guarded(fn, t)
             return
-        futures = {self.pool().submit(guarded, fn, t, self.threads): t for t in tasks}
-        for f in as_completed(futures):
-            yield futures[f], _result(f.result)
+        with stop_on_signals():
+            try:
+                futures = {self.pool().submit(guarded, fn, t, self.threads): t for t in tasks}
+                for f in as_completed(futures):
+                    yield futures[f], _result(f.result)
+            except (KeyboardInterrupt, SystemExit):
+                self.stop()
+                raise
 
     def pool(self):
         """The process pool, started on first use and kept for the next rounds (until :meth:`close`)."""
@@ -156,13 +193,23 @@ class LocalExecutor(Executor):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+    def stop(self):
+        """Terminate the workers now (SIGTERM, SIGKILL after :data:`STOP_GRACE_S`) and drop the pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_processes(procs)
 
 
 def _result(get: Callable):
@@ -217,10 +264,28 @@ class RayExecutor(Executor):
         for t in tasks:  # one CPU each, and GPUs for a task on CUDA
             gpus = self.gpus_per_task if str(getattr(t, "device", "cpu")).startswith("cuda") else 0
             pending[remote[gpus].remote(fn, t, self.threads)] = t
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                yield pending.pop(ref), _result(lambda: ray.get(ref))
+        try:
+            with stop_on_signals():
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in done:
+                        yield pending.pop(ref), _result(lambda: ray.get(ref))
+        except (KeyboardInterrupt, SystemExit):
+            self._cancel(list(pending))
+            self.stop()
+            raise
+
+    def _cancel(self, refs) -> None:
+        """Cancel ``refs``: a KeyboardInterrupt in each running task first (it unwinds, removing
+        its temporary files), then, after :data:`STOP_GRACE_S`, the worker processes are killed."""
+        ray = self.ray
+        for force in (False, True):
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=force)
+            if not force:
+                with contextlib.suppress(Exception):
+                    ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
 
     def close(self):
         if self._started:
@@ -282,13 +347,20 @@ class SlurmExecutor(Executor):
             return
         jobs = self.ex.map_array(guarded, [fn] * len(tasks), tasks, [self.threads] * len(tasks))
         pending = dict(zip(jobs, tasks))
-        while pending:
-            done = [j for j in pending if j.done()]
-            if not done:
-                time.sleep(self.poll_s)
-                continue
-            for j in done:
-                yield pending.pop(j), _result(j.result)
+        try:
+            with stop_on_signals():
+                while pending:
+                    done = [j for j in pending if j.done()]
+                    if not done:
+                        time.sleep(self.poll_s)
+                        continue
+                    for j in done:
+                        yield pending.pop(j), _result(j.result)
+        except (KeyboardInterrupt, SystemExit):
+            for j in pending:  # local jobs: their processes; SLURM: scancel
+                with contextlib.suppress(Exception):
+                    j.cancel(check=False)
+            raise
 
 
 def load_slurm_config(path: str) -> dict:

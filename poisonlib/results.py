@@ -10,6 +10,17 @@ The store survives faults: every write goes through a temporary file and a renam
 to parse or its schema is moved to ``results/quarantine/`` with a one-line warning
 on stderr and recomputed. A ``.pt`` file that holds pickled objects other than
 tensors and plain containers is refused (:class:`PoisonlibError`): it could run code.
+
+Store faults are one class: a record that fails to parse (also: nested too deep), is not
+a regular file (a FIFO is moved aside without being opened), or fails its full schema
+(:func:`check_record`: fields, the metrics each kind of record promises, finite numbers)
+is quarantined and recomputed. Records are valid JSON: a NaN or infinity in a record is
+written as ``null`` and listed under ``nonfinite`` (restored on reading); elsewhere
+:func:`atomic_write_json` writes ``null`` or, with ``nonfinite="error"``, refuses it.
+Disk full, permission, read-only and cross-device errors while writing are one-line
+:class:`StoreError` s naming the path. A cell that fails the same way every time is stored as
+a *failed* record (:func:`record_failure`, :class:`CellFailed`, :func:`is_failed`) holding
+its reason, so a report can show why instead of a missing number.
 :func:`store_only` turns computing off, so that a reader (``poisonlib report``) can
 list what the store lacks (:class:`MissingRecord`) without starting a run.
 """
@@ -17,31 +28,31 @@ list what the store lacks (:class:`MissingRecord`) without starting a run.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
+import math
 import os
-import pickle
 import platform
 import subprocess
-import sys
-import tempfile
+import tempfile  # noqa: F401 - the store module writes through it (tests patch results.tempfile)
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import torch
 
-from ._validation import PoisonlibError
+from ._validation import PoisonlibError, results_dir_from_env
+from .store import (QUARANTINE, StoreError, _atomic, _calls_in_pickle, _regular_or_quarantined, _shown, _umask,  # noqa: F401 - as before
+                    atomic_torch_save, atomic_write_bytes, atomic_write_json, decode_nonfinite, encode_nonfinite, load_torch, quarantine,
+                    read_json, remove_with_partials, unsafe_pickle, warn)
 
 #: Bumped when a change of the code invalidates stored results.
 RESULTS_SCHEMA = 1
 
 
 def default_results_dir() -> str:
-    """``$POISONLIB_RESULTS`` or ``./results``."""
-    return os.environ.get("POISONLIB_RESULTS", "results")
+    """``$POISONLIB_RESULTS`` or ``./results`` (set but empty, or naming a file: one line)."""
+    return results_dir_from_env("results")
 
 
 def config_hash(config: dict) -> str:
@@ -50,80 +61,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _atomic(path: str, write: Callable[[str], None]) -> str:
-    """Write through a temporary file in the target folder, then rename over ``path``.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give (``mkstemp``'s
-    temporary files are private, 0600). A folder that cannot be written (read-only
-    store, disk full) raises :class:`PoisonlibError` naming it; nothing is left behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-        os.close(fd)
-    except OSError as e:
-        raise StoreError(f"cannot write {path!r}: {e.strerror or e} (is the results store read-only? "
-                             "set POISONLIB_RESULTS to a writable folder)") from None
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise StoreError(f"cannot write {path!r}: {e.strerror or e}") from None
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(obj, path: str) -> str:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-
-    return _atomic(path, write)
-
-
-def remove_with_partials(path: str) -> None:
-    """Delete ``path`` and the temporary files that :func:`_atomic` writes it through
-    (``.tmp-*<name>``), which a process killed mid-write (kill -9) leaves behind."""
-    folder, name = os.path.split(os.path.abspath(path))
-    for f in glob.glob(os.path.join(glob.escape(folder), ".tmp-*" + glob.escape(name))) + [path]:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(f)
-
-
-def atomic_write_bytes(blob: bytes, path: str) -> str:
-    """Write ``blob`` to ``path`` atomically (a store file an isolated worker made)."""
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(blob)
-
-    return _atomic(path, write)
-
-
-def atomic_torch_save(obj, path: str) -> str:
-    """``torch.save`` to ``path`` atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
 # --------------------------------------------------------------------------- reading, quarantine
-QUARANTINE = "quarantine"
-
-
-class StoreError(PoisonlibError):
-    """The results store cannot be written (read-only, full, not a folder): no cell can be kept."""
 
 
 class MissingRecord(PoisonlibError):
@@ -142,127 +80,6 @@ def store_only():
         yield
     finally:
         _STORE_ONLY[0] = prev
-
-
-def warn(message: str) -> None:
-    """One line on stderr (not :mod:`warnings`: its lines carry the source file's absolute path)."""
-    print(f"poisonlib: warning: {message}", file=sys.stderr, flush=True)
-
-
-def quarantine(path: str, reason: str, quarantine_dir: str | None = None) -> str:
-    """Move a store file that cannot be used to ``quarantine_dir`` (default: ``quarantine/``
-    beside the file's folder, i.e. ``results/quarantine/`` for ``results/<kind>/<file>``),
-    say so in one line, and return its new path. The caller then recomputes it."""
-    path = os.path.abspath(path)
-    qdir = quarantine_dir or os.path.join(os.path.dirname(os.path.dirname(path)), QUARANTINE)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    dst = os.path.join(qdir, f"{os.path.basename(os.path.dirname(path))}-{os.path.basename(path)}.{stamp}-{os.getpid()}")
-    try:
-        os.makedirs(qdir, exist_ok=True)
-        os.replace(path, dst)
-    except FileNotFoundError:  # another process moved it first
-        return dst
-    except OSError as e:
-        raise StoreError(f"{path!r} is unusable ({reason}) and cannot be moved to {qdir!r}: {e.strerror or e}; "
-                             "remove it by hand or make the results store writable") from None
-    warn(f"{_shown(path)} {reason}; moved to {_shown(dst)} and recomputing")
-    return dst
-
-
-def _shown(path: str) -> str:
-    """``path`` relative to the current folder when it lies below it (no build paths in pages)."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def read_json(path: str, validate: Callable[[object], str | None] | None = None) -> dict | None:
-    """The JSON object at ``path``; ``None`` if there is none, or if it fails to parse or
-    ``validate`` (which returns a problem, or ``None``): such a file is quarantined."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise PoisonlibError(f"{path!r} is a folder where a record was expected") from None
-    except PermissionError as e:
-        raise PoisonlibError(f"cannot read {path!r}: {e.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        quarantine(path, f"is not valid JSON ({str(e).splitlines()[0]})")
-        return None
-    problem = "is not a JSON object" if not isinstance(obj, dict) else validate(obj) if validate else None
-    if problem:
-        quarantine(path, problem)
-        return None
-    return obj
-
-
-def load_torch(path: str, keys: Iterable[str] = (), *, quarantine_dir: str | None = None) -> dict | None:
-    """``torch.load(path, weights_only=True)`` of a store file: ``None`` if there is none,
-    or if it is truncated, corrupt or lacks one of ``keys`` (then it is quarantined).
-
-    A file that holds pickled objects other than tensors and plain containers is
-    refused with :class:`PoisonlibError`: loading it could run arbitrary code."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with warnings.catch_warnings():  # torch warns about a pickle protocol before refusing a foreign pickle
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError as e:
-        raise PoisonlibError(f"cannot read {path!r}: {e.strerror}") from None
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ... on bad files
-        why = unsafe_pickle(e, path)
-        if why:
-            raise PoisonlibError(f"refusing to load {path!r}: {why}") from None
-        first = (str(e).strip().splitlines() or ["the file ends early"])[0]
-        quarantine(path, f"cannot be read ({type(e).__name__}: {first[:160]})", quarantine_dir)
-        return None
-    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
-    if missing:
-        quarantine(path, f"lacks {', '.join(missing)}", quarantine_dir)
-        return None
-    return state
-
-
-def unsafe_pickle(error: BaseException, path: str | None = None) -> str | None:
-    """If ``error`` is ``torch.load(weights_only=True)`` refusing a pickle that would import
-    and call something (code it would run), a one-line explanation; else ``None`` (the
-    file is merely truncated, corrupt or not a pickle at all).
-
-    torch names the global it refused in a ``torch.save`` archive; for a bare file the
-    bytes at ``path`` are scanned (never executed) for the opcodes that call code."""
-    import re
-
-    text = str(error)
-    if not isinstance(error, pickle.UnpicklingError) or "Weights only load failed" not in text:
-        return None
-    m = re.search(r"GLOBAL ([\w.]+)", text)
-    what = f"GLOBAL {m.group(1)}" if m else _calls_in_pickle(path) if path else None
-    if what is None:
-        return None
-    return f"it holds pickled objects other than tensors and plain containers ({what}), which could run code; delete it unless you trust it"
-
-
-def _calls_in_pickle(path: str) -> str | None:
-    """The first opcode of the pickle at ``path`` that imports or calls something, or ``None``
-    (also when the bytes are not a well-formed pickle)."""
-    import pickletools
-
-    try:
-        with open(path, "rb") as f:
-            ops = list(pickletools.genops(f))
-    except Exception:  # noqa: BLE001 - not a pickle: garbage, a truncated file
-        return None
-    for i, (op, arg, _) in enumerate(ops):
-        if op.name in ("GLOBAL", "INST"):
-            return f"{op.name} {str(arg).replace(' ', '.')}"
-        if op.name == "STACK_GLOBAL":
-            names = [a for _, a, _ in ops[max(0, i - 4):i] if isinstance(a, str)][-2:]
-            return "STACK_GLOBAL " + ".".join(names)
-        if op.name in ("REDUCE", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"):
-            return op.name
-    return None
 
 
 def git_commit(cwd: str | None = None) -> str:
@@ -318,24 +135,123 @@ def result_path(experiment: str, config: dict, results_dir: str | None = None) -
 RECORD_FIELDS = {"experiment": str, "config": dict, "config_hash": str, "metrics": dict, "environment": dict, "git_commit": str,
                  "wall_time_s": (int, float)}
 
+_ACC = ("clean_acc", "target_acc")
+_RUN = (*_ACC, "retrained_acc", "reference_acc", "drop", "tau2", "eps_d", "n_poison", "n_clean")
+#: Per kind of record (its ``experiment``), the metrics that the runner and the report read,
+#: each with what it must be: ``"finite"`` (a finite number), ``"number"`` (a number, NaN
+#: allowed: e.g. ‖g(χ)‖ of an empty poison set), ``"tau"`` (a number that is not NaN; τ may
+#: be infinite), ``"count"`` (an integer >= 0), ``"list"``, ``"dict"``. The baselines' records
+#: (``tgda``, ``gm``, ``kkt``, ``mt``) share :data:`ATTACK_METRICS`.
+METRIC_SCHEMA = {
+    "target": {**dict.fromkeys((*_ACC, "target_drop"), "finite"), "tau2": "tau", "tauc": "tau", "n_train": "count"},
+    "gc": {**dict.fromkeys(_RUN, "finite"), "tau2": "tau", "tauc": "tau", "n_poison": "count", "n_clean": "count",
+           "grad_clean": "number", "grad_mixed": "number", "gc_residual_curve": "list"},
+    "defense": dict.fromkeys(("clean_acc", "attacked_acc", "drop", "reference_acc"), "finite"),
+}
+ATTACK_METRICS = {**dict.fromkeys(_RUN, "finite"), "tau2": "tau", "n_poison": "count", "n_clean": "count", "grad_mixed": "number",
+                  "attack_config": "dict"}
+_KINDS = {"finite": "a finite number", "number": "a number", "tau": "a number (not NaN)", "count": "an integer >= 0", "list": "a list",
+          "dict": "an object"}
+
+
+def _fits(value, kind: str) -> bool:
+    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "finite":
+        return is_num and math.isfinite(value)
+    if kind == "number":
+        return is_num
+    if kind == "tau":
+        return is_num and not math.isnan(value)
+    if kind == "count":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, {"list": list, "dict": dict}[kind])
+
+
+def metric_schema(experiment: str) -> dict:
+    """The metrics a record of ``experiment`` must hold (:data:`METRIC_SCHEMA`); ``{}`` for kinds
+    it does not know (their records are checked for the common fields only)."""
+    if experiment in METRIC_SCHEMA:
+        return METRIC_SCHEMA[experiment]
+    return ATTACK_METRICS if experiment in ("tgda", "gm", "kkt", "mt") else {}
+
 
 def check_record(rec: dict, experiment: str | None = None, config: dict | None = None) -> str | None:
-    """What is wrong with a stored record (missing / mistyped fields, another experiment or
-    config than its file name says), or ``None``."""
-    bad = [k for k, t in RECORD_FIELDS.items() if not isinstance(rec.get(k), t)]
+    """What is wrong with a stored record (missing / mistyped fields, metrics its kind promises
+    that are missing or not what they must be, another experiment or config than its file
+    name says), or ``None``. A failed record (:func:`record_failure`) needs its reason
+    instead of metrics."""
+    bad = [k for k, t in RECORD_FIELDS.items() if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool)]
     if bad:
         return f"fails the record schema (missing or mistyped: {', '.join(bad)})"
     if experiment is not None and rec["experiment"] != experiment:
         return f"belongs to experiment {rec['experiment']!r}, not {experiment!r}"
     if config is not None and rec["config_hash"] != config_hash(config):
         return "holds another configuration than its name says"
+    if "failed" in rec:
+        f = rec["failed"]
+        ok = isinstance(f, dict) and isinstance(f.get("reason"), str) and f["reason"].strip() and isinstance(f.get("type", ""), str)
+        return None if ok else "is a failed record without a reason"
+    wrong = [f"{k} ({'missing' if k not in rec['metrics'] else 'not ' + _KINDS[kind]})"
+             for k, kind in metric_schema(rec["experiment"]).items() if not _fits(rec["metrics"].get(k), kind)]
+    if wrong:
+        return f"fails the {rec['experiment']} record schema: metrics {', '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}"
     return None
 
 
 def load_result(experiment: str, config: dict, results_dir: str | None = None) -> dict | None:
     """The stored record of ``config``, or ``None`` (also when the file was corrupt or
-    failed :func:`check_record`: it is then quarantined)."""
-    return read_json(result_path(experiment, config, results_dir), lambda rec: check_record(rec, experiment, config))
+    failed :func:`check_record`: it is then quarantined). NaN / ±inf are restored."""
+    rec = read_json(result_path(experiment, config, results_dir), lambda r: _check_stored(r, experiment, config))
+    return None if rec is None else decode_nonfinite(rec)
+
+
+def _check_stored(rec: dict, experiment: str, config: dict) -> str | None:
+    try:
+        decoded = decode_nonfinite(json.loads(json.dumps(rec)))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "lists non-finite values at places it does not have"
+    return check_record(decoded, experiment, config)
+
+
+class CellFailed(PoisonlibError):
+    """A cell that fails the same way whenever it runs (GC diverged, non-finite poisons):
+    raised inside ``compute``, :func:`cached_run` stores a failed record with this reason
+    instead of propagating it, so a report shows the reason in place of the number."""
+
+
+def is_failed(rec: dict | None) -> bool:
+    """Whether ``rec`` is a failed record (:func:`record_failure`)."""
+    return isinstance(rec, dict) and isinstance(rec.get("failed"), dict)
+
+
+def failure_reason(rec: dict) -> str:
+    """The one-line reason a failed record holds."""
+    return rec["failed"]["reason"]
+
+
+def _record(experiment: str, config: dict, metrics: dict, device, wall: float, **extra) -> dict:
+    return {"experiment": experiment, "config": config, "config_hash": config_hash(config), "seed": config.get("seed"), "metrics": metrics,
+            "environment": environment(device if device is not None else config.get("device")), "git_commit": git_commit(),
+            "wall_time_s": round(wall, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+def write_record(rec: dict, results_dir: str | None = None) -> str:
+    """Write a record at its place in the store (NaN / ±inf listed under ``nonfinite``)."""
+    clean, found = encode_nonfinite(rec)
+    if found:
+        clean["nonfinite"] = found
+    return atomic_write_json(clean, result_path(rec["experiment"], rec["config"], results_dir), nonfinite="error")
+
+
+def record_failure(experiment: str, config: dict, reason: str, *, error_type: str = "CellFailed", results_dir: str | None = None,
+                   device=None, wall_time_s: float = 0.0) -> dict:
+    """Store (and return) a failed record of ``config``: the common fields, empty ``metrics``
+    and ``failed = {"reason", "type"}``. It loads back like any record (:func:`load_result`;
+    :func:`is_failed` tells it apart) and ``force=True`` recomputes it."""
+    reason = " ".join(str(reason).split())[:500] or error_type
+    rec = _record(experiment, config, {}, device, wall_time_s, failed={"reason": reason, "type": error_type})
+    write_record(rec, results_dir)
+    return rec
 
 
 def cached_run(
@@ -352,6 +268,9 @@ def cached_run(
     ``compute()`` returns the metrics dict. The record is
     ``{experiment, config, config_hash, seed, metrics, environment, git_commit,
     wall_time_s, created, cached}``; ``cached`` tells whether it came from disk.
+    If ``compute`` raises :class:`CellFailed`, a failed record with its reason is stored and
+    returned instead (:func:`is_failed`). Metrics that miss what the record's kind promises
+    (:func:`check_record`) are refused before anything is written.
     """
     if not force or _STORE_ONLY[0]:
         rec = load_result(experiment, config, results_dir)
@@ -360,17 +279,14 @@ def cached_run(
     if _STORE_ONLY[0]:
         raise MissingRecord(f"the store holds no {experiment} record {config_hash(config)}")
     t0 = time.perf_counter()
-    metrics = compute()
-    rec = {
-        "experiment": experiment,
-        "config": config,
-        "config_hash": config_hash(config),
-        "seed": config.get("seed"),
-        "metrics": metrics,
-        "environment": environment(device if device is not None else config.get("device")),
-        "git_commit": git_commit(),
-        "wall_time_s": round(time.perf_counter() - t0, 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    atomic_write_json(rec, result_path(experiment, config, results_dir))
+    try:
+        metrics = compute()
+    except CellFailed as e:
+        rec = record_failure(experiment, config, str(e), results_dir=results_dir, device=device, wall_time_s=time.perf_counter() - t0)
+        return {**rec, "cached": False}
+    rec = _record(experiment, config, metrics, device, time.perf_counter() - t0)
+    problem = check_record(rec)
+    if problem:
+        raise PoisonlibError(f"the {experiment} cell {config_hash(config)} computed a record that {problem}; nothing was stored")
+    write_record(rec, results_dir)
     return {**rec, "cached": False}

@@ -60,11 +60,11 @@ CASES = {
     "gc eps_norm unknown": (gc(eps_w_norm="square"), "invalid choice: 'square'"),
     # attack gc: files
     "gc data_root missing": (gc(data_root="{tmp}/NOWHERE"), "NOWHERE"),
-    "gc data_root wrong MNIST files": (gc(data_root="FILE:bad_mnist_root"), "cannot be read"),
+    "gc data_root wrong MNIST files": (gc(data_root="FILE:bad_mnist_root"), "train-images-idx3-ubyte' has magic number 0x74686573"),
     "gc cifar10 without data_root": (gc(dataset="cifar10"), "'cifar10' has no embedded copy"),
     "gc cifar10 pickled code under data_root": (gc(dataset="cifar10", data_root="FILE:evil_cifar_root"), "refusing"),
     "gc npz missing": (gc(dataset="{tmp}/none.npz"), "none.npz' does not exist"),
-    "gc npz not an npz": (gc(dataset="FILE:text.npz"), "text.npz' cannot be read"),
+    "gc npz not an npz": (gc(dataset="FILE:text.npz"), "text.npz' is not an npz file"),
     "gc npz lacks arrays": (gc(dataset="FILE:partial.npz"), "lacks array(s) x_test, y_test"),
     "gc npz with NaN": (gc(dataset="FILE:nan.npz"), "contains 1 NaN or infinite value(s)"),
     "gc out is a file": (GC + ["--out", "FILE:plain.txt"], "plain.txt' exists and is not a folder"),
