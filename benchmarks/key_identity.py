@@ -4,7 +4,9 @@ Dumps ``{experiment/profile/protocol/cell label: (store folder, config_hash)}`` 
 on ``PYTHONPATH`` (``--dump FILE``), or compares it with such a dump (``--against FILE``):
 a refactor of the orchestration layer must leave every key byte-identical, so that
 existing results stores stay valid. Run on the old commit with ``--dump``, then on the new
-one with ``--against``; it prints the number of keys compared and every difference.
+one with ``--against``; it prints the number of keys compared and every difference. Cells of
+data from the user's files (a data root) also hold that data's content fingerprint since
+issue 23; the script leaves it out, so that what it compares is everything else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import sys
 
 
 def keys() -> dict:
+    try:  # full data is keyed by its content too (issue 23): compare everything else, which must be unchanged
+        import poisonlib.pipeline as pipeline
+
+        pipeline._fingerprint = lambda *a: None
+    except (ImportError, AttributeError):
+        pass
     try:
         from poisonlib.grids import get_experiment, list_experiments
     except ImportError:  # before the grids package

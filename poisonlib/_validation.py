@@ -18,6 +18,13 @@ class PoisonlibError(ValueError):
     """Bad input given to poisonlib (one-line, user-facing message)."""
 
 
+class CellFailed(PoisonlibError):
+    """A computation that fails the same way whenever it runs (GC or TGDA diverged, non-finite
+    poisons): raised inside a cell, :func:`poisonlib.results.cached_run` stores a failed record
+    with this reason instead of propagating it, so a report shows the reason in place of the
+    number and a rerun does not compute it again (``force`` does)."""
+
+
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     """Return ``float(value)`` if it is a finite number > 0 (>= 0 with ``allow_zero``)."""
     try:

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ._validation import PoisonlibError
+from ._validation import CellFailed, PoisonlibError
 from .cli_io import _add_executor, _eps_d, _eps_w, _jobs, _nonneg_int, _check_out, _dump_json, _executor_options, _load_checkpoint, _savez, _write_outputs, executor_from_args  # noqa: E501
 
 
@@ -237,8 +237,8 @@ def cmd_run(args) -> int:
     from .grids import get_experiment
     from .scheduler import run_experiment
 
-    if args.csv and os.path.isdir(args.csv):
-        raise PoisonlibError(f"--csv {args.csv!r} is a folder; give a file name")
+    if args.csv:
+        _check_out(args.csv, "--csv", folder=False)
     exp = get_experiment(args.experiment)
     if args.dry_run:
         return _dry_run(args, exp)
@@ -255,10 +255,14 @@ def cmd_run(args) -> int:
         print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     counts = df["status"].value_counts().to_dict()
     print(f"{exp.name} [{args.profile}]: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), file=sys.stderr)
+    failed = counts.get("failed", 0) + counts.get("missing", 0)
     if args.csv:
         df = df.drop(columns=[c for c in ("gc_residual_curve", "examples") if c in df])
         _write_outputs(os.path.dirname(os.path.abspath(args.csv)), {os.path.basename(args.csv): lambda p: df.to_csv(p, index=False)})
-    return 0
+    if failed:
+        print(f"{exp.name} [{args.profile}]: {failed} requested cell(s) did not produce a number (failed or missing); exit status 1",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _dry_run(args, exp) -> int:
@@ -347,14 +351,22 @@ def cmd_list(args) -> int:
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status:
-    0, or 2 for bad input (one line on stderr, nothing written)."""
+    0; 2 for bad input (one line on stderr, nothing written); 1 when what was asked was not
+    produced (a diverged attack, failed cells of a grid)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help, --version (0) and bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
     handler = {"attack": cmd_attack, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list}[args.command]
     try:
+        if args.command in ("attack", "tau", "book", "run", "report"):
+            from .results import default_results_dir
+
+            default_results_dir()  # a POISONLIB_RESULTS that cannot be the store: one line, before any work
         return handler(args)
+    except CellFailed as e:  # the computation itself failed (diverged): not bad input
+        print(f"poisonlib: failed: {e}", file=sys.stderr)
+        return 1
     except PoisonlibError as e:
         print(f"poisonlib: error: {e}", file=sys.stderr)
         return 2

@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import tempfile
 
 import numpy as np
 
-from ._validation import PoisonlibError
+from ._validation import PoisonlibError, check_writable_location, parse_float, parse_int, parse_seed
+from .formats import load_checkpoint as _load_checkpoint  # noqa: F401  (the CLI's checkpoint reader)
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return v
+def _argtype(parse):
+    """An argparse type from a strict parser of :mod:`poisonlib._validation` (its one line as argparse's error)."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except PoisonlibError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+#: A finite number > 0 in ASCII (``-inf`` / ``inf`` / ``nan`` refused alike).
+_positive = _argtype(lambda t: parse_float("value", t, minimum=0.0, allow_zero=False))
 
 
 def _eps_w(text: str):
@@ -31,25 +37,22 @@ def _eps_w(text: str):
 
 
 def _eps_d(text: str):
-    return "tau" if text == "tau" else _positive(text)
+    """A budget ε_d > 0 (or ``tau``) that gives at least one poison per million clean points
+    (a value like 1e-300 would silently round up to one poison)."""
+    if text == "tau":
+        return "tau"
+    v = _positive(text)
+    if v < 1e-6:
+        raise argparse.ArgumentTypeError(f"eps_d = {text!r} is below 1e-6 (n_p = eps_d * n rounds it to one poison); give eps_d >= 1e-6")
+    return v
 
 
 def _int_at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``, else one line naming the value."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return v
-
-    return parse
+    """An argparse type: an integer >= ``minimum`` in ASCII digits, else one line naming the value."""
+    return _argtype(lambda t: parse_int("value", t, minimum=minimum))
 
 
-_nonneg_int = _int_at_least(0)
+_nonneg_int = _argtype(lambda t: parse_seed("seed", t))
 _jobs = _int_at_least(1)
 
 
@@ -69,9 +72,9 @@ def _write_outputs(out: str, files: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_out(out: str) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise PoisonlibError(f"--out {out!r} exists and is not a folder")
+def _check_out(out: str, what: str = "--out", *, folder: bool = True) -> None:
+    """Refuse, before any computation, an output location that cannot be written (one line)."""
+    check_writable_location(out, what, folder=folder)
 
 
 
@@ -85,49 +88,6 @@ def _dump_json(obj, path):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, default=str)
         f.write("\n")
-
-
-def _load_checkpoint(model, path: str, name: str):
-    """``model`` with the parameters of ``path`` (a torch state dict, or an ``.npz`` of arrays
-    by name); anything else -- a missing, truncated or foreign file, pickled code, arrays
-    that do not fit ``model`` -- raises :class:`PoisonlibError` naming the file."""
-    import pickle
-    import warnings
-    import zipfile
-
-    import torch
-
-    from .results import unsafe_pickle
-
-    if not os.path.exists(path):
-        raise PoisonlibError(f"checkpoint {path!r} does not exist")
-    if os.path.isdir(path):
-        raise PoisonlibError(f"checkpoint {path!r} is a folder; give a .pt state dict or an .npz file")
-    allowed = "a torch state dict (.pt) or an .npz of arrays by name"
-    try:
-        if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as f:
-                state = {k: torch.as_tensor(f[k]) for k in f.files}
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = unsafe_pickle(e, path)
-        raise PoisonlibError(f"refusing checkpoint {path!r}: {why}" if why else f"checkpoint {path!r} is not {allowed}") from None
-    except (OSError, EOFError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
-        raise PoisonlibError(f"checkpoint {path!r} is not {allowed} ({type(e).__name__}: "
-                             f"{(str(e).strip().splitlines() or ['the file ends early'])[0][:120]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # {"state_dict": ...} as many trainers save
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise PoisonlibError(f"checkpoint {path!r} holds {type(state).__name__}, not {allowed}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise PoisonlibError(f"checkpoint {path!r} does not fit model {name!r}: {first}") from None
-    return model.eval()
 
 
 def _add_executor(p):

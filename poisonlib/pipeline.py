@@ -16,6 +16,7 @@ profile, protocol or device up by name again.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ from ._validation import PoisonlibError, check_poison_memory, check_positive
 from .attacks.registry import AttackContext, get_attack
 from .evaluation import _steps, compare_to_target, reference_accuracy, retrain
 from .grads import mixed_gradient_norm
-from .keys import record_config
+from .keys import from_user_files, record_config
 from .protocols import Protocol, finite_poisons
 from .results import atomic_torch_save, cached_run, config_hash, default_results_dir, remove_with_partials, result_path
 from .targets import clean_and_target
@@ -71,7 +72,12 @@ class CellSpec:
                              device=self.device, data_root=self.data_root, seed=c.seed, target=c.target, eps_d=c.eps_d, scale=c.scale,
                              noise=c.noise, eps_w_norm=self.eps_w_norm, gc_epochs=self.gc_epochs,
                              gc_options=dict(c.gc_options) if c.kind == "gc" else None, attack=c.attack, attack_options=overrides,
-                             clip=c.clip)
+                             clip=c.clip, data_fingerprint=self.data_fingerprint if from_user_files(c.dataset, self.data_root) else None)
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The content fingerprint of the cell's data as its protocol sees it (memoised per process)."""
+        return _fingerprint(self.cell.dataset, self.profile, self.data_root, self.protocol)
 
     @property
     def key(self) -> str:
@@ -119,6 +125,34 @@ class CellSpec:
         if ckpt:
             remove_with_partials(ckpt)  # the record is written: an interrupted run no longer needs its checkpoint
         return rec
+
+
+_FINGERPRINTS: dict = {}
+
+
+def _fingerprint(dataset: str, prof, data_root: str | None, proto: Protocol) -> str:
+    """The fingerprint of ``dataset`` as ``prof`` loads it and ``proto`` sees it, memoised per
+    (dataset, size, data root, protocol view) and re-read when a source file changes."""
+    memo = (dataset, prof.n_train, data_root, json.dumps(proto.key(), sort_keys=True), _mtimes(dataset, data_root))
+    if memo not in _FINGERPRINTS:
+        _FINGERPRINTS[memo] = load_for_profile(dataset, prof, data_root, proto).fingerprint
+    return _FINGERPRINTS[memo]
+
+
+def _mtimes(dataset: str, data_root: str | None) -> tuple:
+    """(path, size, mtime) of the data's files, so that a file changed under the same path is fingerprinted again."""
+    top = dataset if data_root is None else data_root
+    if os.path.isfile(top):
+        st = os.stat(top)
+        return ((top, st.st_size, st.st_mtime_ns),)
+    out = []
+    for folder, _, names in os.walk(top):
+        for n in sorted(names):
+            st = os.stat(os.path.join(folder, n))
+            out.append((os.path.join(folder, n), st.st_size, st.st_mtime_ns))
+        if len(out) > 64:  # a folder of many images (TinyImageNet): its files' digest is the loader's fast path
+            break
+    return tuple(out)
 
 
 def load_for_profile(dataset: str, prof, data_root: str | None, proto: Protocol):

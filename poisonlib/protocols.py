@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
-from ._validation import PoisonlibError, check_choice
+from ._validation import CellFailed, PoisonlibError, check_choice
 from .train import TrainConfig
 
 #: MNIST's normalisation in the released code (torchvision's Normalize((0.1307,), (0.3081,))).
@@ -212,5 +212,5 @@ def finite_poisons(x: torch.Tensor, what: str = "poisons") -> torch.Tensor:
     """``x`` if every entry is finite; else a PoisonlibError saying so (never score NaN poisons)."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=tuple(range(1, x.ndim))).sum()) if x.ndim > 1 else int((~torch.isfinite(x)).sum())
-        raise PoisonlibError(f"{what}: {bad} of {len(x)} are not finite (the optimiser diverged); not scored")
+        raise CellFailed(f"{what}: {bad} of {len(x)} are not finite (the optimiser diverged); not scored")
     return x

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from ._validation import PoisonlibError, results_dir_from_env
+from ._validation import CellFailed, PoisonlibError, results_dir_from_env  # noqa: F401  (CellFailed: re-exported)
 from .store import (QUARANTINE, StoreError, _atomic, _calls_in_pickle, _regular_or_quarantined, _shown, _umask,  # noqa: F401 - as before
                     atomic_torch_save, atomic_write_bytes, atomic_write_json, decode_nonfinite, encode_nonfinite, load_torch, quarantine,
                     read_json, remove_with_partials, unsafe_pickle, warn)
@@ -211,12 +211,6 @@ def _check_stored(rec: dict, experiment: str, config: dict) -> str | None:
     except (KeyError, IndexError, TypeError, ValueError):
         return "lists non-finite values at places it does not have"
     return check_record(decoded, experiment, config)
-
-
-class CellFailed(PoisonlibError):
-    """A cell that fails the same way whenever it runs (GC diverged, non-finite poisons):
-    raised inside ``compute``, :func:`cached_run` stores a failed record with this reason
-    instead of propagating it, so a report shows the reason in place of the number."""
 
 
 def is_failed(rec: dict | None) -> bool:

@@ -28,7 +28,7 @@ from .pipeline import CellSpec
 from .profiles import get_profile
 from .protocols import PROTOCOLS
 from .results import (QUARANTINE, _STORE_ONLY, MissingRecord, StoreError, atomic_write_bytes, atomic_write_json, default_results_dir,
-                      hardware, store_only)
+                      failure_reason, hardware, is_failed, store_only)
 from .train import show_progress
 
 
@@ -308,6 +308,8 @@ class _Run:
         if "poisons" in rec and not os.path.isabs(rec["poisons"]):
             rec = {**rec, "poisons": os.path.join(root, rec["poisons"])}
         node.status, node.record = "record", rec
+        if is_failed(rec):  # a cell that fails the same way whenever it runs: recorded, shown with its reason
+            node.status, node.reason = "failed", f"{failure_reason(rec)} (recorded; --force recomputes it)"
         if self.ex.parallel and self.ex.isolated:
             node.files = tuple(_read_files(root, out["files"] or _read_manifest(root, rec)).items())
 

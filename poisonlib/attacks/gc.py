@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
+from .._validation import CellFailed, PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
 from ..results import atomic_torch_save
 from ..train import resolve_device, show_progress
@@ -332,7 +332,7 @@ def gradient_canceling(
         pending.clear()
         for k, v in enumerate(vals):
             if not math.isfinite(v):
-                raise PoisonlibError(f"GC diverged (objective {v} at epoch {epoch - len(vals) + k + 1}); lower lr={lr_}")
+                raise CellFailed(f"GC diverged (objective {v} at epoch {epoch - len(vals) + k + 1}); lower lr={lr_}")
             history["objective"].append(v)
             history["residual"].append(math.sqrt(2 * v))
         if vals:

@@ -81,7 +81,7 @@ from torch.func import functional_call, grad, jvp
 from tqdm import tqdm
 
 from .._compat import quiet_forward_ad
-from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
+from .._validation import CellFailed, PoisonlibError, check_choice, check_finite, check_int, check_positive
 from ..grads import conjugate_gradient, flat, flat_loss, target_params
 from ..models import loss_fn
 from ..train import resolve_device, show_progress
@@ -316,7 +316,7 @@ def tgda(
             g, l_val = total_gradient(follower, params, xc, yc, x_p, y_p, xv, yv, task, cg_iters=cg_iters, damping=damping)
             finite = bool(torch.isfinite(g).all())
         if not (finite and math.isfinite(l_val)):
-            raise PoisonlibError(f"TGDA diverged at round {epoch} (validation loss {l_val}); lower follower_lr={follower_lr}")
+            raise CellFailed(f"TGDA diverged at round {epoch} (validation loss {l_val}); lower follower_lr={follower_lr}")
         history["val_loss"].append(l_val)
         if leader == "generator":
             with torch.no_grad():
