@@ -16,20 +16,21 @@ from ._validation import PoisonlibError, check_writable_location, parse_float, p
 from .formats import load_checkpoint as _load_checkpoint  # noqa: F401  (the CLI's checkpoint reader)
 
 
-def _argtype(parse):
-    """An argparse type from a strict parser of :mod:`poisonlib._validation` (its one line as argparse's error)."""
+def _argtype(parse, message: str):
+    """An argparse type from a strict parser of :mod:`poisonlib._validation`: ASCII digits only,
+    finite; ``message`` (with the text given) is argparse's one-line error."""
 
     def convert(text: str):
         try:
             return parse(text)
-        except PoisonlibError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+        except PoisonlibError:
+            raise argparse.ArgumentTypeError(f"{message}, got {text!r}") from None
 
     return convert
 
 
 #: A finite number > 0 in ASCII (``-inf`` / ``inf`` / ``nan`` refused alike).
-_positive = _argtype(lambda t: parse_float("value", t, minimum=0.0, allow_zero=False))
+_positive = _argtype(lambda t: parse_float("value", t, minimum=0.0, allow_zero=False), "must be a finite number > 0")
 
 
 def _eps_w(text: str):
@@ -49,10 +50,10 @@ def _eps_d(text: str):
 
 def _int_at_least(minimum: int):
     """An argparse type: an integer >= ``minimum`` in ASCII digits, else one line naming the value."""
-    return _argtype(lambda t: parse_int("value", t, minimum=minimum))
+    return _argtype(lambda t: parse_int("value", t, minimum=minimum), f"must be an integer >= {minimum}")
 
 
-_nonneg_int = _argtype(lambda t: parse_seed("seed", t))
+_nonneg_int = _argtype(lambda t: parse_seed("seed", t), "must be an integer in [0, 2^63 - 1]")
 _jobs = _int_at_least(1)
 
 
@@ -74,6 +75,8 @@ def _write_outputs(out: str, files: dict) -> None:
 
 def _check_out(out: str, what: str = "--out", *, folder: bool = True) -> None:
     """Refuse, before any computation, an output location that cannot be written (one line)."""
+    if not folder and os.path.isdir(out):
+        raise PoisonlibError(f"{what} {out!r} is a folder; give a file name")
     check_writable_location(out, what, folder=folder)
 
 
