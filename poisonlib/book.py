@@ -71,6 +71,19 @@ def _declared(src: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k != "protocols" or re.search(rf"^{k}\s*=", cell, re.M)}
 
 
+def _local_kernel_manager(ip: str):
+    """A kernel manager whose kernel talks over Unix sockets at ``ip`` (a path) rather than TCP
+    ports: the kernel is local, nothing listens on the network, and ipykernel has no reason to
+    warn that TCP is unencrypted (a warning a reader could not act on)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**{"transport": "ipc", "ip": ip, **kw})
+
+    return LocalKernelManager
+
+
 def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
     """Convert ``src`` (MyST) with jupytext and execute it with papermill into ``dst``; returns seconds."""
     import jupytext
@@ -85,7 +98,8 @@ def execute_notebook(src: str, dst: str, parameters: dict, cwd: str) -> float:
         jupytext.write(nb, template)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(template, part, parameters=parameters, kernel_name="python3", cwd=cwd, progress_bar=False)
+            papermill.execute_notebook(template, part, parameters=parameters, kernel_name="python3", cwd=cwd, progress_bar=False,
+                                       kernel_manager_class=_local_kernel_manager(os.path.join(tmp, "kernel")))
         except BaseException:
             if os.path.exists(part):
                 os.unlink(part)
