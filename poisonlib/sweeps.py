@@ -114,3 +114,30 @@ def first_eps(rows: list[dict], predicate) -> float:
 def sweep_factors(n: int, lo: float = 0.1, hi: float = 3.0) -> np.ndarray:
     """``n`` multiples of τ from ``lo`` to ``hi`` (log-spaced) plus 0.9, 1 and 1.1: the ε_d/τ of a sweep."""
     return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), [0.9, 1.0, 1.1]]), 4))
+
+
+# --------------------------------------------------------------------------- the transition events of the sweeps (Figs. 1, 2, 4)
+#: Tolerances of the events, fixed before the runs: Frank-Wolfe's residual as a fraction of ‖g(μ)‖
+#: (numerical zero), the refit's agreement with the target (%), its distance as a fraction of ‖w‖,
+#: and its absolute distance for "equals the target".
+FW_CANCEL_REL, AGREEMENT_PCT, REACH_REL, EQUAL_ABS = 1e-6, 99.0, 0.05, 1e-3
+
+
+def fw_cancels(g_mu_norm: float):
+    """Frank-Wolfe cancels the gradient: residual < :data:`FW_CANCEL_REL` · ‖g(μ)‖ (0 ∈ G, Thm. 1)."""
+    return lambda r: r["residual"] < FW_CANCEL_REL * g_mu_norm
+
+
+def predicts_like_target(r: dict) -> bool:
+    """The refit predicts like the target on ≥ :data:`AGREEMENT_PCT` % of the test points."""
+    return r["target_agreement"] >= AGREEMENT_PCT
+
+
+def reaches_target(w_norm: float):
+    """The refit (to optimality on clean ∪ poisons) lands within :data:`REACH_REL` · ‖w‖ of the target."""
+    return lambda r: r["param_distance"] < REACH_REL * w_norm
+
+
+def equals_target(r: dict) -> bool:
+    """The refit equals the target: ‖w_refit − w‖ < :data:`EQUAL_ABS`."""
+    return r["param_distance"] < EQUAL_ABS

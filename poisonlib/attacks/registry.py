@@ -62,6 +62,7 @@ class AttackSpec:
     description: str = ""
     prepare_fn: Callable | None = None  # (options, AttackContext) -> keywords of fn
     curve: bool = False  # records its learning curve and example poisons (GC)
+    uses_val: bool = False  # is given the validation split (TGDA's leader objective)
     per_epoch_eval: bool = False  # its retraining is evaluated every epoch where the protocol asks (the released GC script)
 
     def prepare(self, options: dict, ctx: AttackContext) -> dict:
@@ -80,7 +81,7 @@ class AttackSpec:
     def __call__(self, clean, target, ds, eps_d: float, **kw):
         """Run the attack on ``ds``'s training split; returns a :class:`~poisonlib.attacks.GCResult`."""
         model = target if self.aims_at == "target" else clean
-        if self.name == "tgda":
+        if self.uses_val:
             kw = dict(kw, x_val=ds.x_val, y_val=ds.y_val)
         return self.fn(model, ds.x_train, ds.y_train, ds.task, eps_d, **kw)
 
@@ -195,7 +196,7 @@ def _register_builtin() -> None:
 
     register_attack("gc", "GC", gradient_canceling, "target", prepare_fn=_gc_keywords, curve=True, per_epoch_eval=True,
                     description="Gradient Canceling (Alg. 1) against a GradPC target")
-    register_attack("tgda", "TGDA", tgda, "clean", description="Total Gradient Descent Ascent (Lu et al. 2022)")
+    register_attack("tgda", "TGDA", tgda, "clean", uses_val=True, description="Total Gradient Descent Ascent (Lu et al. 2022)")
     register_attack("gm", "GM", gradient_matching, "clean", prepare_fn=_in_feature_units,
                     description="Gradient Matching (Geiping et al. 2021), indiscriminate")
     register_attack("kkt", "KKT", kkt_attack, "target", box="feature", linear_only=True,
