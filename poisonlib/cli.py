@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dataset", choices=list(FETCHABLE), metavar="DATASET", help=f"one of {', '.join(FETCHABLE)}")
     fetch.add_argument("--data-root", required=True, help="folder to put the dataset in")
 
+    exp = sub.add_parser("export", help="a profile's records, poisons and models with a sha256 manifest, ready to deposit",
+                         description="Copy a profile's records, the poisons and models they use, and MANIFEST.json (sha256, size, environment) to --out.")
+    exp.add_argument("--profile", required=True, choices=sorted(PROFILES))
+    exp.add_argument("--out", required=True, help="a new or empty folder")
     sub.add_parser("list", help="list datasets, models, profiles", description="List the registered datasets, models and profiles.")
     return parser
 
@@ -303,9 +307,10 @@ def cmd_report(args) -> int:
     from .results import default_results_dir
 
     protocols = ["paper", "released"] if args.protocol == "both" else [args.protocol]
-    es, missing = [], []
+    es, missing, rows_by_protocol = [], [], {}
     for proto in protocols:
         rows = reproduction.run_all(args.profile, data_root=args.data_root, device=args.device, protocol=proto, compute=args.run)
+        rows_by_protocol[proto] = rows
         es += reproduction.entries(rows, args.profile, proto)
         missing += reproduction.missing_cells(rows)
     if missing:
@@ -313,15 +318,25 @@ def cmd_report(args) -> int:
         for m in missing:
             print(f"  {m['command']:<62} # {m['cells']} cells, e.g. {m['examples'][0]}")
         print()
-    cl = reproduction.claims(es)
+    from .claims import ledger, ledger_table
+
+    cl = ledger({p: [e for e in es if e["protocol"] == p] for p in protocols}, rows_by_protocol=rows_by_protocol, profile=args.profile)
     csv, js = reproduction.write(es, cl)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
         if args.all:
             print(pd.DataFrame(es)[["protocol", "table", "entry", "paper", "ours", "ours_std", "delta", "verdict", "note"]].to_string(index=False))
         print(reproduction.summary(es).to_string())
         print()
-        print(pd.DataFrame(cl).to_string(index=False))
+        print(ledger_table(cl).drop(columns="criterion").to_string(index=False))
     print(f"wrote {csv} and {js}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    m = export(args.profile, args.out)
+    print(f"exported {m['records']} records, {len(m['files'])} files to {args.out} (MANIFEST.json)")
     return 0
 
 
@@ -357,9 +372,10 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help, --version (0) and bad arguments (2)
         return e.code if isinstance(e.code, int) else 2
-    handler = {"attack": cmd_attack, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list}[args.command]
+    handler = {"attack": cmd_attack, "tau": cmd_tau, "book": cmd_book, "run": cmd_run, "report": cmd_report, "data": cmd_data, "list": cmd_list,
+               "export": cmd_export}[args.command]
     try:
-        if args.command in ("attack", "tau", "book", "run", "report"):
+        if args.command in ("attack", "tau", "book", "run", "report", "export"):
             from .results import default_results_dir
 
             default_results_dir()  # a POISONLIB_RESULTS that cannot be the store: one line, before any work
