@@ -11,8 +11,8 @@ profile and device that produced it, the records behind it and a verdict:
 * thresholds τ: *reproduced* within ±25 % of the paper's value, else *not reproduced*;
 * *not run at this profile* (with the reason) where the profile's grid leaves it out.
 
-:func:`claims` adds one row per qualitative claim with the evidence from the same runs.
-:func:`write` exports both to ``results/report.csv`` and ``results/report.json``.
+:mod:`poisonlib.claims` judges the paper's claims on the same runs (the claims ledger);
+:func:`write` exports the entries and the ledger to ``results/report.csv`` and ``results/report.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 import os
 
 from . import paper
-from .grids import CHAPTER_GRIDS, REPORT_GRIDS, get_experiment, table2, table7
+from .grids import CHAPTER_GRIDS, REPORT_GRIDS, get_experiment, table7
 from .profiles import get_profile
 from .results import atomic_write_json, default_results_dir
 from .rows import TAU_TOLERANCE, TOLERANCE, finished, select, summarize, verdict  # noqa: F401
@@ -178,87 +178,8 @@ def entries(rows: dict, profile: str, protocol: str = "paper") -> list[dict]:
     return c.rows
 
 
-def _find(es, table, entry):
-    return next((e for e in es if e["table"] == table and e["entry"] == entry), None)
-
-
-def claims(es: list[dict]) -> list[dict]:
-    """One row per qualitative claim of the paper and protocol, with the evidence from ``entries``."""
-    protos = list(dict.fromkeys(e.get("protocol", "paper") for e in es))
-    return [{"protocol": p, **c} for p in protos for c in _claims([e for e in es if e.get("protocol", "paper") == p])]
-
-
-def _claims(es: list[dict]) -> list[dict]:
-    def both(e1, e2):
-        return e1 and e2 and e1["ours"] is not None and e2["ours"] is not None
-
-    out = [_phase_transition_claim(es)]
-    # GC beats TGDA and GM (Table 2)
-    wins = total = 0
-    for (d, m), rep in paper.TABLE2.items():
-        for e in rep["tgda"]:
-            gc = _find(es, "Table 2", f"{d} {m.upper()}: GC ε_d={e}")
-            bs = [_find(es, "Table 2", f"{d} {m.upper()}: {a} ε_d={e}") for a in ("TGDA", "GM")]
-            if gc and gc["ours"] is not None and all(b and b["ours"] is not None for b in bs):
-                total += 1
-                wins += gc["ours"] < min(b["ours"] for b in bs)
-    out.append({"claim": "GC has a larger drop than TGDA and Gradient Matching (Table 2)",
-                "evidence": f"GC's drop is the largest in {wins} of {total} (model, ε_d) entries run (paper: 15 of 15)",
-                "holds": "–" if not total else "yes" if wins == total else "no"})
-    # w/2 lowers tau (Table 8)
-    lower = [(m, _find(es, "Table 8", f"MNIST {m.upper()}: τ(w)"), _find(es, "Table 8", f"MNIST {m.upper()}: τ(w/2)")) for m in paper.TABLE8]
-    pairs = [(m, a["ours"], b["ours"]) for m, a, b in lower if both(a, b)]
-    out.append({"claim": "Scaling the target to w/2 lowers τ (Table 8, Ex. 2)",
-                "evidence": "; ".join(f"{m.upper()} τ(2) {a:.3g} → {b:.3g}" for m, a, b in pairs) or "not run",
-                "holds": "–" if not pairs else "yes" if all(b < a for _, a, b in pairs) else "no"})
-    # clipping trades drop for robustness (Tables 3, 10)
-    rec = []
-    for m, rep in paper.TABLE10.items():
-        for e in rep["rows"]:
-            g, gc_ = _find(es, "Table 10", f"MNIST {m.upper()} ε_d={e}: GC"), _find(es, "Table 10", f"MNIST {m.upper()} ε_d={e}: GC-c")
-            if both(g, gc_):
-                rec.append((g["ours"], gc_["ours"]))
-    out.append({"claim": "Clipping (GC-c) gives a smaller drop than GC (Tables 3, 10)",
-                "evidence": f"GC-c's drop smaller in {sum(c > g for g, c in rec)} of {len(rec)} entries run (mean GC "
-                            + (f"{sum(g for g, _ in rec) / len(rec):+.2f}, GC-c {sum(c for _, c in rec) / len(rec):+.2f})" if rec else "–)"),
-                "holds": "–" if not rec else "yes" if all(c > g for g, c in rec) else "no"})
-    # GC ~ KKT / MT on LR (Table 7)
-    lr = [(e, [_find(es, "Table 7", f"MNIST-17 LR: {a} ε_d={e}") for a in ("KKT", "MT", "GC")]) for e in table7.EPS_D]
-    close = [(e, [x["ours"] for x in xs]) for e, xs in lr if all(x and x["ours"] is not None for x in xs)]
-    out.append({"claim": "GC performs like KKT and MT on LR (Table 7)",
-                "evidence": "; ".join(f"ε_d={e}: KKT {k:+.1f}, MT {t:+.1f}, GC {g:+.1f}" for e, (k, t, g) in close) or "not run",
-                "holds": "–" if not close else "yes" if all(max(v) - min(v) <= 2 * TOLERANCE for _, v in close) else "no"})
-    return out
-
-
-def _phase_transition_claim(es: list[dict]) -> dict:
-    """Cor. 2 on Table 2's rows: the share of the target's drop that GC reaches should grow
-    with ε_d and be (nearly) all of it from ε_d = τ(2) on. ``holds``: at ε_d = τ(2) GC reaches
-    at least half the target's drop and the share does not fall (by more than 0.1) as ε_d grows."""
-    parts, ok = [], []
-    for d, m in paper.TABLE2:
-        name = f"{d} {m.upper()}"
-        tgt, tau = _find(es, "Table 2", f"{name}: GradPC drop"), _find(es, "Table 2", f"{name}: τ(2)")
-        if not (tgt and tau and tgt["ours"] and tau["ours"] is not None):
-            continue
-        share = {}
-        for e in table2.EPS_D:
-            gc = _find(es, "Table 2", f"{name}: GC ε_d={e}")
-            if gc and gc["ours"] is not None:
-                share[tau["ours"] if e == "tau" else e] = gc["ours"] / tgt["ours"]
-        if tau["ours"] not in share:
-            continue
-        shares = [share[k] for k in sorted(share)]
-        ok.append(share[tau["ours"]] >= 0.5 and all(b >= a - 0.1 for a, b in zip(shares, shares[1:])))
-        shown = ", ".join(f"{'τ' if k == tau['ours'] else f'{k:g}'} {share[k]:.2f}" for k in sorted(share))
-        parts.append(f"{name} (τ(2) {tau['ours']:.3g}): {shown}")
-    return {"claim": "Phase transition at τ (Cor. 2): GC reaches the target's drop once ε_d ≥ τ(2), less below",
-            "evidence": ("share of the GradPC target's drop reached by GC at each ε_d: " + "; ".join(parts)) if parts else "not run",
-            "holds": "–" if not ok else "yes" if all(ok) else "no"}
-
-
 def write(es: list[dict], cl: list[dict], results_dir: str | None = None) -> tuple[str, str]:
-    """Write ``report.csv`` (the entries) and ``report.json`` (entries and claims), atomically."""
+    """Write ``report.csv`` (the entries) and ``report.json`` (entries and the claims ledger ``cl``), atomically."""
     import pandas as pd
 
     from .results import _atomic
