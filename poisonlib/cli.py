@@ -194,21 +194,23 @@ def cmd_attack(args) -> int:
 def cmd_tau(args) -> int:
     from .experiments import clean_and_target, load_for_profile
     from .models import model_for
+    from .results import encode_nonfinite
     from .theory import tau_model
-    from .train import evaluate
+    from .train import evaluate, resolve_device
 
+    device = str(resolve_device(args.device))  # a device that is not there is refused before anything, cached or not
     ds = load_for_profile(args.dataset, args.profile, args.data_root, args.protocol)
     if args.checkpoint:
         model = _load_checkpoint(model_for(args.model, ds), args.checkpoint, args.model)
         source = args.checkpoint
     else:
         _, model, _ = clean_and_target(ds, args.model, args.eps_w, args.profile, eps_w_norm=args.eps_w_norm, data_root=args.data_root,
-                                       device=args.device, protocol=args.protocol)
+                                       device=device, protocol=args.protocol)
         source = f"GradPC target, eps_w={args.eps_w} ({args.eps_w_norm}), profile {args.profile}"
     t = tau_model(model, ds.x_train, ds.y_train, ds.task)
     out = {"dataset": ds.name, "model": args.model, "model_source": source, "tau2": t["tau2"], "tauc": t["tauc"], "c": t["c"],
            "inner_W_G_mu": t["inner"], "test_accuracy": 100 * evaluate(model, ds.x_test, ds.y_test, ds.task)["accuracy"]}
-    print(json.dumps(out, indent=2))
+    print(json.dumps(encode_nonfinite(out)[0], indent=2, allow_nan=False))  # valid JSON: a non-finite τ prints as null
     return 0
 
 
