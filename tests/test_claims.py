@@ -148,3 +148,18 @@ def test_export_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("poisonlib: error:")
     assert not out.exists()
+
+
+def test_label_flip_with_tau_zero_is_not_testable_and_a_ratio_outside_twice_tau_fails():
+    """Claim 12 on the Table 6 rows: τ = 0 (a smoke-size target stationary on the clean data) gives no ratio to judge."""
+    def rows(tau2, n_poison):
+        out = []
+        for err in paper.TABLE6:
+            out += [{"kind": "target", "eps_w": err, "tau2": tau2, "status": "computed"},
+                    {"kind": "attack", "attack": "mt", "eps_w": err, "n_poison": n_poison, "n_clean": 1000, "status": "computed"}]
+        return {"table6": out}
+
+    zero = _verdict(ledger({"paper": []}, rows_by_protocol={"paper": rows(0.0, 50)}), 12)
+    assert zero["verdict"] == UNTESTABLE and "τ = 0" in zero["detail"]
+    assert _verdict(ledger({"paper": []}, rows_by_protocol={"paper": rows(0.1, 100)}), 12)["verdict"] == HOLDS
+    assert _verdict(ledger({"paper": []}, rows_by_protocol={"paper": rows(0.1, 300)}), 12)["verdict"] == FAILS

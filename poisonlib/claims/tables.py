@@ -125,6 +125,10 @@ def _label_flip(ev):
             out.append(part(f"{err:.0%}", None, f"the Table 6 target and MT cells of label-flip {err:.0%} (poisonlib run table6)"))
             continue
         frac = [r["n_poison"] / r["n_clean"] for r in mt]
+        if not tgt["tau2"] > 0:  # τ = 0: the target is already stationary on the clean data, no ratio to judge
+            out.append(part(f"{err:.0%}", None, f"τ = {tgt['tau2']:.3g} for label-flip {err:.0%} at this profile (the target is "
+                            "stationary on the clean data): n_p/|D_tr| ÷ τ is undefined; a larger training set is needed"))
+            continue
         out.append(part(f"{err:.0%}", all(0.5 <= f / tgt["tau2"] <= 2 for f in frac),
                         f"τ {tgt['tau2']:.3g}; MT n_p/|D_tr| {', '.join(f'{f:.3g}' for f in frac)}"))
     return out
