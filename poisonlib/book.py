@@ -206,6 +206,16 @@ def _record_time(root: str, name: str, profile: str, secs: float) -> None:
     atomic_write_json(times, path)
 
 
+def _records(store: str) -> int:
+    """How many cell records (``<experiment>/<hash>.json``) the store holds; models, poisons and checkpoints aside."""
+    skip = {"models", "poisons", "checkpoints"}
+    try:
+        return sum(n.endswith(".json") and not n.startswith(".") for d in os.scandir(store) if d.is_dir() and d.name not in skip
+                   for n in os.listdir(d.path))
+    except OSError:
+        return 0
+
+
 def chapter_grids(src: str) -> list[tuple[str, dict]]:
     """The grids the chapter ``src`` runs, as ``(experiment, extra keywords)``: its
     ``run_experiment("...")`` calls (``eps_w="calibrated"`` ones too) and, for a chapter that
@@ -298,13 +308,15 @@ def build_book(
             compute_grids([t[0] for t in todo], profile, device=device, data_root=data_root, protocols=params["protocols"], executor=executor)
         for src, name, dst, nb_params, key in todo:
             print(f"[poisonlib book] executing {name} at profile {profile} ...", flush=True)
+            before = _records(os.environ["POISONLIB_RESULTS"])
             try:
                 secs = execute_notebook(src, dst, nb_params, cwd=root)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
                 raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
             _stamp(dst, key, nb_params)
             _record_time(root, name, profile, secs)
-            print(f"[poisonlib book] {name}: {secs:.1f} s", flush=True)
+            made = _records(os.environ["POISONLIB_RESULTS"]) - before
+            print(f"[poisonlib book] {name}: {secs:.1f} s, {made} cell(s) computed (the rest read from the store)", flush=True)
     finally:
         os.environ.clear()
         os.environ.update(env_before)

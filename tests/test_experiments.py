@@ -14,12 +14,13 @@ from ._hand import accuracy, load_state
 
 
 def test_profiles():
-    assert set(PROFILES) == {"smoke", "cpu", "paper"}
+    assert set(PROFILES) == {"smoke", "cpu", "cpu-full", "paper"}
     assert get_profile("paper").train_config("cnn").batch_size == 1000
     assert get_profile("paper").train_config("lr").batch_size == 10000
     assert get_profile("paper").gc_batch_size["cifar10"] == 1000 and get_profile("paper").max_poisons("cnn") is None
-    cpu = get_profile("cpu")
-    assert cpu.gc_epochs_for("lr") == 1000 and cpu.seeds_for("lr") == (0, 1, 2) and cpu.max_poisons("cnn") == 300
+    full, cpu = get_profile("cpu-full"), get_profile("cpu")
+    assert full.gc_epochs_for("lr") == 1000 and full.seeds_for("lr") == (0, 1, 2) and full.max_poisons("cnn") == 300
+    assert cpu.gc_epochs_for("lr") == 1000 and cpu.seeds_for("lr") == (0,) and cpu.max_poisons("cnn") == 100
     with pytest.raises(PoisonlibError, match="unknown profile 'huge'"):
         get_profile("huge")
     with pytest.raises(PoisonlibError, match="data_root"):
@@ -95,10 +96,11 @@ def test_runner_runs_skips_and_reports():
 
 def test_experiment_grids_cover_the_issue():
     assert {"table1", "table2", "table4", "table5", "table8", "fig3", "fig7", "fig8", "fig9"} <= set(list_experiments())
-    cpu = get_profile("cpu")
+    cpu = get_profile("cpu-full")
     t2 = get_experiment("table2").cells(cpu)
     assert {(c.dataset, c.model) for c in t2} == {("mnist", "lr"), ("mnist", "nn"), ("mnist", "cnn"), ("cifar10", "resnet18"), ("tinyimagenet", "resnet34")}
     assert len([c for c in t2 if c.model == "lr"]) == 4 * 3  # 4 eps_d x 3 seeds
+    assert len([c for c in get_experiment("table2").cells(get_profile("cpu")) if c.model == "lr"]) == 4  # the miniature: one seed
     assert {c.scale for c in get_experiment("table8").cells(cpu)} == {1.0, 0.5}
     with pytest.raises(PoisonlibError, match="unknown experiment 'table99'"):
         get_experiment("table99")

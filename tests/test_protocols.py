@@ -122,7 +122,7 @@ def test_by_protocol_pairs_the_columns():
 
 
 def test_profile_options_are_typed_and_checked():
-    assert PROFILES["cpu"].max_poisons("nn", "attack") == 300 and PROFILES["cpu"].max_poisons("nn") == 2800
+    assert PROFILES["cpu-full"].max_poisons("nn", "attack") == 300 and PROFILES["cpu-full"].max_poisons("nn") == 2800
     with pytest.raises(PoisonlibError, match="unknown key"):
         Profile("x", "", False, None, limits={"nn": {"gc_epoch": 3}})
     with pytest.raises(PoisonlibError, match="leader_lrr"):
@@ -207,3 +207,20 @@ def test_calibration_table_and_summary_read_the_records():
     # |−58.7 − (−20.03)| = 38.67 and |−21.2 − (−20.03)| = 1.17, computed here by hand
     assert "1 of 1" in lines[0] and "38.67" in lines[0] and "1.17" in lines[0]
     assert "ε_w 0.5 → 0.241" in lines[1]
+
+
+def test_cpu_full_is_keyed_as_the_cpu_book_and_shares_the_cells_the_miniature_keeps():
+    """cpu-full computes today's cpu grid under today's keys; the cpu miniature shares a cell with it exactly
+    when every setting that shapes the cell is the same (LR's GC), and never otherwise (the CNN's, trained 5 epochs)."""
+    from poisonlib.keys import record_config
+    from poisonlib.protocols import get_protocol
+
+    full, mini = PROFILES["cpu-full"], PROFILES["cpu"]
+    assert full.cell_config("lr", "mnist")["name"] == "cpu" and full.seeds_for("lr") == (0, 1, 2) and mini.seeds_for("lr") == (0,)
+
+    def key(prof, model):
+        return record_config("gc", dataset="mnist", model=model, eps_w=1.0, profile=prof, protocol=get_protocol("paper"),
+                             device="cpu", eps_d=0.03, gc_epochs=prof.gc_epochs_for(model))
+
+    assert key(full, "lr") == key(mini, "lr")
+    assert key(full, "cnn") != key(mini, "cnn") and key(full, "nn") == key(mini, "nn")

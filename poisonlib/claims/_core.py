@@ -163,8 +163,10 @@ def close(a: float, b: float) -> bool:
 
 PROFILE_CAVEAT = {
     "smoke": "smoke profile: 300 digits of MNIST-5k and a few epochs; a test of the plumbing, not of the paper",
-    "cpu": "cpu profile: the 5,000-digit MNIST subset (not the full 60,000), the profile's step budget for GC and retraining; "
-           "CIFAR-10 / TinyImageNet rows are not run",
+    "cpu": "cpu profile: the 5,000-digit MNIST subset (not the full 60,000), one seed, the profile's step budget for GC and "
+           "retraining, ε_d ≤ 0.1 for the NN and the baselines; CIFAR-10 / TinyImageNet rows are not run",
+    "cpu-full": "cpu-full profile: the 5,000-digit MNIST subset (not the full 60,000), the profile's step budget for GC and "
+                "retraining; CIFAR-10 / TinyImageNet rows are not run",
     "paper": "paper profile: the paper's data and settings",
 }
 
