@@ -170,12 +170,27 @@ def hide_injected(nb: dict) -> dict:
     return nb
 
 
-def _stamp(dst: str, key: str, parameters: dict) -> None:
+def _footer(secs: float, computed: int, parameters: dict) -> dict:
+    """The markdown cell that closes an executed chapter: how long its cells took, at which profile, on what."""
+    import platform
+
+    import torch
+
+    where = torch.cuda.get_device_name(0) if str(parameters.get("device")) != "cpu" and torch.cuda.is_available() else \
+        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    text = (f"*This page executed in {secs:.0f} s at profile `{parameters.get('profile')}` on {where}, torch {torch.__version__}; "
+            f"it computed {computed} cell(s) and read the rest from the results store.*")
+    return {"cell_type": "markdown", "id": "poisonlib-footer", "metadata": {"tags": ["poisonlib-footer"]}, "source": text}
+
+
+def _stamp(dst: str, key: str, parameters: dict, footer: dict | None = None) -> None:
     """Record the cache key and parameters in the executed notebook's metadata (atomically),
-    hide papermill's injected cell (:func:`hide_injected`) and drop the build machine's
-    paths from papermill's metadata."""
+    hide papermill's injected cell (:func:`hide_injected`), drop the build machine's
+    paths from papermill's metadata and close the page with ``footer`` (:func:`_footer`)."""
     with open(dst) as f:
         nb = hide_injected(json.load(f))
+    if footer is not None:
+        nb["cells"] = [c for c in nb.get("cells", []) if c.get("id") != footer["id"]] + [footer]
     nb.setdefault("metadata", {})["poisonlib"] = {"cache_key": key, "parameters": parameters}
     pm = nb["metadata"].get("papermill", {})
     for k in ("input_path", "output_path"):  # the build machine's temporary paths, shipped with the page's .ipynb download
@@ -313,9 +328,9 @@ def build_book(
                 secs = execute_notebook(src, dst, nb_params, cwd=root)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
                 raise PoisonlibError(f"notebook {name} failed at profile {profile}: {str(e).strip().splitlines()[-1]}") from e
-            _stamp(dst, key, nb_params)
-            _record_time(root, name, profile, secs)
             made = _records(os.environ["POISONLIB_RESULTS"]) - before
+            _stamp(dst, key, nb_params, _footer(secs, made, nb_params))
+            _record_time(root, name, profile, secs)
             print(f"[poisonlib book] {name}: {secs:.1f} s, {made} cell(s) computed (the rest read from the store)", flush=True)
     finally:
         os.environ.clear()

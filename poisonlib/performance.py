@@ -76,14 +76,23 @@ def _chapters(doc: dict) -> dict:
     return doc.get("chapters") or doc.get("cpu") or {}
 
 
-def book_table(doc: dict | None) -> pd.DataFrame:
-    """Seconds per chapter of one build (longest first) with its share of the total."""
+def book_table(doc: dict | None, full: dict | None = None) -> pd.DataFrame:
+    """Seconds per chapter of one build (longest first) with its share of the total; with ``full`` (a build of
+    another profile, e.g. ``cpu-full``) its seconds beside them and the ratio."""
     if not doc or not _chapters(doc):
-        return _missing("make book, then copy book/executed/timings.json to benchmarks/results/book_times_cpu.json")
-    s = pd.Series(_chapters(doc), name="seconds").sort_values(ascending=False)
-    df = s.to_frame()
-    df["share"] = (df["seconds"] / df["seconds"].sum()).round(3)
-    df.loc["total"] = [round(df["seconds"].sum(), 1), 1.0]
+        return _missing("make book, then python benchmarks/book_times.py --json benchmarks/results/book_times_cpu.json")
+    col = f"{doc.get('profile', 'cpu')} (s)"
+    df = pd.Series(_chapters(doc), name=col).sort_values(ascending=False).to_frame()
+    df["share"] = (df[col] / df[col].sum()).round(3)
+    if full and _chapters(full):
+        other = f"{full.get('profile', 'other')} (s)"
+        df[other] = pd.Series(_chapters(full))
+        df[f"{other[:-4]} / {col[:-4]}"] = (df[other] / df[col]).round(1)
+    total = df.sum(numeric_only=True)
+    total["share"] = 1.0
+    if full and _chapters(full):
+        total[f"{other[:-4]} / {col[:-4]}"] = round(total[other] / total[col], 1)
+    df.loc["total"] = total.round(1)
     return df
 
 
@@ -94,7 +103,7 @@ def book_figure(ax, doc: dict | None):
         return ax
     s = pd.Series(_chapters(doc)).sort_values()
     ax.barh(s.index, s.values)
-    ax.set(xlabel="seconds", title=f"cpu profile, {doc.get('machine', '')}, total {s.sum() / 60:.1f} min")
+    ax.set(xlabel="seconds", title=f"{doc.get('profile', 'cpu')} profile, {doc.get('machine', '')}, total {s.sum() / 60:.1f} min")
     ax.tick_params(axis="y", labelsize=7)
     return ax
 

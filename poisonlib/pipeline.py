@@ -245,6 +245,7 @@ def _gc_metrics(res, ds, norms: dict, per_epoch: list, ref: float, tcfg) -> dict
         "residual_initial": res.history["initial_residual"],  # ‖g(μ)‖ over the parameters GC's objective holds
         "grad_clean": norms["clean"],  # ‖g(μ)‖ over all parameters (Eq. 5)
         "gc_residual_curve": [round(v, 6) for v in res.history["residual"]],
+        "gc_steps": res.history.get("steps"), "gc_stopped": res.history.get("stopped"),  # epochs run; budget / plateau / converged
         "poison_norm_mean": float(res.x.flatten(1).norm(dim=1).mean()),
         "retrained_acc_min_epoch": min(per_epoch) if per_epoch else None,  # None: the protocol does not evaluate every epoch
         "drop_min_epoch": min(per_epoch) - ref if per_epoch else None,

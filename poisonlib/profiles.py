@@ -92,6 +92,9 @@ class Profile:
     #: before the miniature serves it unchanged, and the two share every cell whose settings are the same (the key holds
     #: every setting that shapes a cell, so cells that differ in anything never meet).
     key_name: str | None = None
+    #: GC's stopping rule at this profile (:func:`~poisonlib.attacks.gc.gradient_canceling`'s ``stop``): ``None`` runs every
+    #: step of ``gc_epochs``; ``"plateau"`` ends a run whose residual has converged or stalled (keyed only when set)
+    gc_stop: str | None = None
 
     def __post_init__(self):
         lims = {}
@@ -179,6 +182,8 @@ class Profile:
             d["released_steps"] = False
         if dataset is not None:
             d.update(gc_epochs=self.gc_epochs_for(model), gc_batch_size=self.gc_batch_size.get(dataset))
+            if self.gc_stop is not None:
+                d["gc_stop"] = self.gc_stop
         return d
 
 
@@ -282,32 +287,35 @@ PROFILES = {
 
 #: The default profile, what ``make book`` runs: ``cpu-full``'s grids on the same 2,800 real digits, cut to fit about a
 #: quarter hour on 2 cores (``benchmarks/results/book_times_cpu.json``). Each cut and what the reader loses by it:
-#: one seed (spreads come from ``cpu-full`` or ``seeds=``); the NN's GC and the LR / NN baselines and defenses at
-#: ε_d ≤ 0.1 (their ε_d = 1 rows, 2,800 poisons, are in ``cpu-full``); the CNN at 5 training epochs, 30 GC steps and
-#: ε_d ≤ 0.03, retrained under ``released`` at this profile's batch size rather than the released step budget; TGDA,
-#: MT, KKT and the label-flip search at smaller budgets; the attribution walk at one ε_d per model. The LR's GC keeps
-#: its 1000 steps, so its cells are ``cpu-full``'s seed-0 cells, key for key.
+#: one seed (spreads come from ``cpu-full`` or ``seeds=``); 500 GC steps on LR, not 1000 (the cosine schedule anneals
+#: over 500: residuals end less converged; a plateau stop was measured and rejected, see ``gc.PLATEAU_FLOOR``); the NN's
+#: GC and the LR / NN baselines and defenses at ε_d ≤ 0.1 (their ε_d = 1 rows, 2,800 poisons, are in ``cpu-full``); the
+#: CNN at 5 training epochs, 15 GC steps and ε_d ≤ 0.03, retrained under ``released`` at this profile's batch size
+#: rather than the released step budget; TGDA, MT, KKT and the label-flip search at smaller budgets; the attribution
+#: walk at ε_d = 0.1.
 _full = PROFILES["cpu-full"]
 PROFILES["cpu"] = replace(
     _full,
     name="cpu",
     description="the default, a complete miniature of cpu-full: real MNIST-5k (embedded, 2,800 training digits); SGD lr 0.1, "
-                "batch 100, 100 epochs (NN: 30, CNN: 5); one seed; GC steps / largest poison set: LR 1000 / 10,000, "
-                "NN 100 / 300 (eps_d <= 0.1), CNN 30 / 100 (eps_d <= 0.03); baselines and defenses at eps_d <= 0.1 "
-                "(LR; NN baselines at 0.03), none on the CNN; attribution walk at one eps_d per model; "
-                "cpu-full runs three LR seeds and eps_d = 1",
+                "batch 100, 100 epochs (NN: 30, CNN: 5); one seed; GC steps / largest poison set: LR 500 / 10,000, "
+                "NN 100 / 300 (eps_d <= 0.1), CNN 15 / 100 (eps_d <= 0.03); baselines and defenses at eps_d <= 0.1 "
+                "(LR; NN baselines at 0.03), none on the CNN; attribution walk at eps_d = 0.1; "
+                "cpu-full runs 1000 LR GC steps, three LR seeds and eps_d = 1",
     key_name=None,
     seeds=(0,),
     train={**_full.train, "cnn": TrainConfig(epochs=5, lr=0.1, batch_size=100)},
     limits={
-        "lr": {"max_poisons": 10000, "baseline_max_poisons": 300, "attribution_eps_d": (1.0,)},
+        "lr": {"gc_epochs": 500, "max_poisons": 10000, "baseline_max_poisons": 300, "attribution_eps_d": (0.1,)},
         "nn": {"gc_epochs": 100, "max_poisons": 300, "attribution_eps_d": (0.1,)},
-        "cnn": {"gc_epochs": 30, "max_poisons": 100},
+        "cnn": {"gc_epochs": 15, "max_poisons": 100},
     },
     released_step_models=("lr", "nn"),
     baselines={
         **_full.baselines,
-        "tgda": {**_full.baselines["tgda"], "default": dict(epochs=20, leader_lr=0.05, follower_steps=10, cg_iters=8)},
+        "tgda": {"default": dict(epochs=20, leader_lr=0.05, follower_steps=10, cg_iters=8),
+                 "nn": dict(epochs=5, leader_lr=0.1, follower_steps=5, cg_iters=4),
+                 "cnn": dict(epochs=5, leader_lr=0.1, follower_steps=5, cg_iters=4)},
         "mt": {**_full.baselines["mt"], "default": dict(stop_eps=0.1, max_rounds=10, n_starts=2, ascent_steps=50)},
         "kkt": {"default": dict(steps=500, fractions=(0.5,))},
         "labelflip": {"default": dict(quantiles=(0.1, 0.2, 0.3), repeats=(1, 2))},

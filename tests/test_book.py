@@ -56,9 +56,15 @@ def test_executed_chapters_are_cached_by_source_parameters_and_code(tmp_path, ca
     assert meta["cache_key"] == cache_key(str(root / "notebooks" / "ch.md"), meta["parameters"])
     injected = [c for c in json.loads(dst.read_text())["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"]  # not repeated on the page
-    assert "executing ch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "executing ch" in out and "0 cell(s) computed" in out
     assert json.loads((root / "book" / "executed" / "timings.json").read_text())["smoke"]["ch"] > 0  # the performance chapter's input
     assert str(tmp_path) not in dst.read_text()  # no path of the build machine in the downloadable notebook
+    footer = json.loads(dst.read_text())["cells"][-1]  # the page says how long it took, at which profile, on what
+    assert footer["cell_type"] == "markdown" and "profile `smoke`" in footer["source"] and "computed 0 cell(s)" in footer["source"]
+    build_book("smoke", build=False, root=str(root), force=True)  # re-run: one footer, not two
+    assert sum(c.get("id") == "poisonlib-footer" for c in json.loads(dst.read_text())["cells"]) == 1
+    capsys.readouterr()
     build_book("smoke", build=False, root=str(root))  # unchanged: not re-run
     assert "unchanged since its last run" in capsys.readouterr().out
     build_book("cpu", build=False, root=str(root))  # other parameters: re-run

@@ -20,7 +20,7 @@ def test_profiles():
     assert get_profile("paper").gc_batch_size["cifar10"] == 1000 and get_profile("paper").max_poisons("cnn") is None
     full, cpu = get_profile("cpu-full"), get_profile("cpu")
     assert full.gc_epochs_for("lr") == 1000 and full.seeds_for("lr") == (0, 1, 2) and full.max_poisons("cnn") == 300
-    assert cpu.gc_epochs_for("lr") == 1000 and cpu.seeds_for("lr") == (0,) and cpu.max_poisons("cnn") == 100
+    assert cpu.gc_epochs_for("lr") == 500 and cpu.seeds_for("lr") == (0,) and cpu.max_poisons("cnn") == 100
     with pytest.raises(PoisonlibError, match="unknown profile 'huge'"):
         get_profile("huge")
     with pytest.raises(PoisonlibError, match="data_root"):

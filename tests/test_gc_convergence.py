@@ -96,3 +96,27 @@ def test_lbfgs_option_runs_and_refuses_minibatches(problems):
 
     with pytest.raises(PoisonlibError, match="full batch"):
         run(problems, "or2d", 3.0, epochs=2, optimizer="lbfgs", batch_size=10)
+
+
+def test_plateau_stop_ends_a_stalled_run_early_and_keeps_a_converging_one_going(problems):
+    """``stop="plateau"``: below τ the residual stalls at its floor (Cor. 2), so the run ends early with
+    the floor still respected; above τ it keeps falling, so the run goes on until it converges."""
+    from poisonlib.attacks.gc import plateau_reached
+
+    assert plateau_reached([1.0] * 200, 10.0) == "plateau" and plateau_reached(list(np.linspace(2, 1, 200)), 10.0) is None
+    assert plateau_reached([1.0] * 150, 10.0) is None and plateau_reached([5.0, 1e-4], 10.0) == "converged"
+    assert plateau_reached([0.05] * 200, 10.0) is None  # stalled, but within 1 % of ‖g(μ)‖: a reachable run bouncing, not cut
+    ds, tgt, tau = problems["or2d"]
+    full = run(problems, "or2d", 0.5, epochs=2000)
+    early = run(problems, "or2d", 0.5, epochs=2000, stop="plateau")
+    assert full.history["stopped"] == "budget" and full.history["steps"] == 2000
+    assert early.history["stopped"] == "plateau" and early.history["steps"] < 2000 and len(early.history["residual"]) == early.history["steps"]
+    bound = theory.lambert_margin_bound(2) * (tau - early.eps_d) / float(np.linalg.norm(_w(tgt)))
+    assert early.history["final_residual"] >= bound * (1 - 1e-6)
+    assert early.history["final_residual"] <= 1.02 * full.history["final_residual"]  # what stopping early costs here
+    above = run(problems, "or2d", 3.0, stop="plateau")
+    assert above.history["stopped"] in ("converged", "budget") and above.history["final_residual"] < 1e-2 * above.history["initial_residual"]
+    from poisonlib._validation import PoisonlibError
+
+    with pytest.raises(PoisonlibError, match="unknown stop 'early'"):
+        run(problems, "or2d", 3.0, epochs=2, stop="early")

@@ -41,10 +41,13 @@ def test_convergence_table_says_what_each_rule_reached():
 def test_book_table_sums_and_missing_files_say_how_to_make_them(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"chapters": {"a": 30.0, "b": 10.0}}))
     df = performance.book_table(performance.load(str(tmp_path), "b.json"))
-    assert list(df.index) == ["a", "b", "total"] and df.loc["total", "seconds"] == 40.0 and df.loc["a", "share"] == 0.75
+    assert list(df.index) == ["a", "b", "total"] and df.loc["total", "cpu (s)"] == 40.0 and df.loc["a", "share"] == 0.75
+    full = {"profile": "cpu-full", "chapters": {"a": 300.0, "b": 20.0}}
+    both = performance.book_table(performance.load(str(tmp_path), "b.json"), full)
+    assert both.loc["a", "cpu-full / cpu"] == 10.0 and both.loc["total", "cpu-full (s)"] == 320.0 and both.loc["total", "cpu-full / cpu"] == 8.0
     assert performance.load(str(tmp_path), "absent.json") is None
     timings = {"cpu": {"a": 30.0, "b": 10.0}, "smoke": {"a": 1.0}}  # a copy of book/executed/timings.json
-    assert performance.book_table(timings).loc["total", "seconds"] == 40.0
+    assert performance.book_table(timings).loc["total", "cpu (s)"] == 40.0
     assert "benchmarks/gc_step.py" in performance.step_table(None)["note"][0]
 
 

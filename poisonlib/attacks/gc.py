@@ -76,6 +76,31 @@ CONVERGED_RTOL = 1e-4
 #: ``SYNC_EVERY`` epochs, not every step: on a GPU a per-step ``float()`` stalls the queue.
 SYNC_EVERY = 50
 STATIONARY_RTOL = 1e-2
+#: ``stop="plateau"``: GC ends early when it has stalled short of the target: the best residual of the last
+#: ``PLATEAU_WINDOW`` epochs is not ``PLATEAU_RTOL`` (relatively) below the best before them *and* still above
+#: ``PLATEAU_FLOOR``·‖g(μ)‖ (a run that is cancelling the gradient is never cut: with Adam at its initial step the
+#: residual of a reachable target bounces between 1e-4 and 1e-2 of ‖g(μ)‖ mid-run and converges as the cosine
+#: schedule anneals); or when the residual is below ``CONVERGED_RTOL``·‖g(μ)‖. Checked every ``SYNC_EVERY`` epochs.
+PLATEAU_WINDOW = 100
+PLATEAU_RTOL = 1e-3
+PLATEAU_FLOOR = 1e-2
+STOPS = (None, "plateau")
+
+
+def plateau_reached(residuals: list, initial: float, *, window: int = PLATEAU_WINDOW, rtol: float = PLATEAU_RTOL,
+                    floor: float = PLATEAU_FLOOR) -> str | None:
+    """Why GC may stop now (``"converged"``, ``"plateau"``) or ``None``: the rule of ``stop="plateau"``.
+
+    ``residuals`` is ‖g(μ) + ε_d g(ν̂)‖ per epoch so far, ``initial`` = ‖g(μ)‖. A plateau: at least
+    ``2·window`` epochs run, min(last ``window``) ≥ (1 − ``rtol``)·min(the epochs before them) and
+    min(last ``window``) > ``floor``·``initial`` (stalled short of the target, as below τ, Cor. 2 / Eq. 29)."""
+    if residuals and residuals[-1] <= CONVERGED_RTOL * initial:
+        return "converged"
+    if len(residuals) >= 2 * window:
+        best = min(residuals[-window:])
+        if best >= (1 - rtol) * min(residuals[:-window]) and best > floor * initial:
+            return "plateau"
+    return None
 
 
 @dataclass
@@ -151,6 +176,7 @@ def gradient_canceling(
     checkpoint: str | None = None,
     checkpoint_every: int = 100,
     chunk_size: int | str | None = "auto",
+    stop: str | None = None,
     progress: bool | None = None,
 ) -> GCResult:
     """Run Gradient Canceling (Alg. 1) against the fixed ``target`` model.
@@ -231,6 +257,12 @@ def gradient_canceling(
         would exceed :data:`~poisonlib.attacks.gc_grad.GC_MEMORY_BUDGET` (16 GiB host
         memory on a CPU, 40 GiB on one GPU); below it the run is the unchunked one, bit
         for bit. The chunk used, if any, is ``config["chunk_size"]``.
+    stop : {None, "plateau"}, default None
+        ``None`` runs all ``epochs``. ``"plateau"`` ends the run once the residual has converged
+        or stalled (:func:`plateau_reached`: no relative progress of ``PLATEAU_RTOL`` over the last
+        ``PLATEAU_WINDOW`` epochs); the learning-rate schedule still spans ``epochs``, so a run that
+        stops early ends before it has annealed. ``history["steps"]`` is the number of epochs run and
+        ``history["stopped"]`` why it ended (``"budget"``, ``"plateau"`` or ``"converged"``).
     checkpoint : str, optional
         File to save the state to every ``checkpoint_every`` epochs; a run finding
         a checkpoint of the same configuration resumes from it and ends with
@@ -261,6 +293,8 @@ def gradient_canceling(
     opts.update({k: v for k, v in given.items() if v is not None})
     if clip != "variant":
         opts["clip"] = clip
+    if stop not in STOPS:
+        raise PoisonlibError(f"unknown stop {stop!r}; choose from: None, 'plateau'")
     check_choice("scaling", opts["scaling"], SCALINGS)
     check_choice("params", opts["params"], PARAM_SUBSETS)
     check_choice("schedule", opts["schedule"], SCHEDULES)
@@ -284,6 +318,8 @@ def gradient_canceling(
     check_poison_memory(eps_d, n, x_clean[0].numel(), dev)
     config = dict(variant=variant, eps_d=float(eps_d), n=n, n_poison=n_p, epochs=epochs, seed=seed, method=method, box=box,
                   optimize_labels=optimize_labels, **opts)
+    if stop is not None:
+        config["stop"] = stop
     if batch_size is not None and batch_size < n_p:
         if opts["optimizer"] == "lbfgs":
             raise PoisonlibError("optimizer='lbfgs' needs the full batch (its line search compares objectives); use 'adam' with batch_size")
@@ -338,7 +374,14 @@ def gradient_canceling(
         if vals:
             bar.set_postfix(residual=f"{history['residual'][-1]:.3g}")
 
+    stopped, steps = "budget", epochs
+    initial = None if stop is None else global_norm(g_mu)
     for epoch in bar:
+        if stop is not None and epoch > start and epoch % SYNC_EVERY == 0:  # the objective was just read back
+            why = plateau_reached(history["residual"], initial)
+            if why is not None:
+                stopped, steps = why, epoch
+                break
         objs = []
         if opts["optimizer"] == "lbfgs":
             def closure(objs=objs):
@@ -384,6 +427,7 @@ def gradient_canceling(
     history["final_residual"] = math.sqrt(2 * float(obj))
     history["initial_residual"] = global_norm(g_mu)
     history["stationarity"] = stat
+    history["steps"], history["stopped"] = steps, stopped
     history["converged"] = bool(history["final_residual"] <= CONVERGED_RTOL * history["initial_residual"]
                                 or (stat is not None and stat <= STATIONARY_RTOL))
     return GCResult(x=x_p.detach().cpu(), y=y_p.detach().cpu(), init_index=init_idx, eps_d=eps, history=history, config=config)

@@ -144,8 +144,9 @@ def option_groups() -> list[str]:
 def _gc_keywords(options: dict, ctx: AttackContext) -> dict:
     """GC's step count, checkpoint, the profile's mini-batch for the dataset and the protocol's
     objective and optimiser (:meth:`~poisonlib.protocols.Protocol.gc_options`), under the cell's options."""
+    stop = {"stop": ctx.profile.gc_stop} if ctx.profile.gc_stop else {}
     return {"epochs": ctx.epochs, "checkpoint": ctx.checkpoint, "batch_size": ctx.profile.gc_batch_size.get(ctx.ds.name),
-            **ctx.protocol.gc_options(), **options}
+            **stop, **ctx.protocol.gc_options(), **options}
 
 
 def _in_feature_units(options: dict, ctx: AttackContext) -> dict:

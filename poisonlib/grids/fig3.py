@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..rows import eps_label
+from ..rows import eps_label, finished
 from ._base import MNIST_MODELS, gc_cells, register_experiment
 
 
@@ -30,8 +30,9 @@ def plateau_table(rows: list[dict]) -> pd.DataFrame:
     it still fell during the last tenth of the run (near 0: a plateau)."""
     out = []
     for r in rows:
-        if r["status"] == "skipped":
-            out.append({"model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": eps_label(r["eps_d"]), "note": r["reason"]})
+        if not finished(r):  # not run at this profile, or failed (the reason says which)
+            out.append({"model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": eps_label(r["eps_d"]),
+                        "note": f"{r['status']}: {r.get('reason', '')}"})
             continue
         curve = r["gc_residual_curve"]
         e = r["eps_d_used"]

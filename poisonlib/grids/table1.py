@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..cells import Cell
-from ..rows import select
+from ..rows import finished, select
 from ._base import MNIST_MODELS, register_experiment
 
 
@@ -36,7 +36,7 @@ def targets_table(rows: list[dict], reported: dict, kinds: list[tuple[str, str, 
                 line["clean: ours / paper"] = f"{r['clean_acc']:.2f} / {reported[model]['clean']:.2f}" if r and r["status"] != "skipped" else "–"
                 # the paper's RandomPC is the per-parameter one; the L2 variant has no reported value
                 p = reported.get(model, {}).get(target, {}).get(eps_w) if noise == "parameter" else None
-                ours = "–" if not r or r["status"] == "skipped" else f"{r['target_acc']:.2f} / {0.0 - r['target_drop']:.2f}"
+                ours = "–" if not r or not finished(r) else f"{r['target_acc']:.2f} / {0.0 - r['target_drop']:.2f}"
                 line[f"{label} ours"] = ours
                 line[f"{label} paper"] = "–" if p is None else f"{p[0]:.2f} / {p[1]:.2f}"
             out.append(line)
