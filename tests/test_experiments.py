@@ -191,9 +191,11 @@ def test_plateau_table_classifies_the_regime_against_both_thresholds():
     base = dict(status="computed", model="lr", eps_w=1.0, tauc=0.7, tau2=2.8, grad_clean=2.0, gc_residual_curve=[4.0] * 9 + [2.0, 1.0])
     rows = [dict(base, eps_d_used=e, grad_mixed=1.0 / (1 + e)) for e in (0.1, 1.0, 3.0)]
     rows.append(dict(status="skipped", model="cnn", eps_w=0.5, eps_d=1.0, reason="not run at this profile: n_p = 2800 > 300 for cnn"))
+    rows.append(dict(status="failed", model="lr", eps_w=2.0, eps_d=1.0, reason="GC diverged"))
     t = plateau_table(rows)
     assert list(t["regime"][:3]) == ["ε_d < τ(c)", "τ(c) ≤ ε_d < τ(2)", "ε_d ≥ τ(2)"]
     assert t.loc[1, "reduction ×"] == 4.0 and t.loc[0, "last 10% change"] == "100.0%" and t.loc[3, "note"].startswith("not run")
+    assert t.loc[4, "note"] == "failed: GC diverged"  # a failed cell is a row saying so, never a crash
 
 
 def test_label_outputs_marks_every_displayed_figure_and_table_with_the_profile():

@@ -44,11 +44,11 @@ from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, tar
 from ..results import atomic_torch_save
 from ..train import resolve_device, show_progress
 from .gc_grad import GC_MEMORY_BUDGET, METHODS, chunked_gc_gradient, gc_gradient, linear_gc_gradient, resolve_chunk_size, resolve_method
-from .gc_steps import (ADAM_BETA1, ADAM_BETA2, ADAM_LR, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, _make_optimizer, _maybe_resume,
-                       _project, _scatter)
+from .gc_steps import (ADAM_BETA1, ADAM_BETA2, ADAM_LR, CONVERGED_RTOL, OPTIMIZER_DEFAULTS, OPTIMIZERS, PLATEAU_FLOOR, PLATEAU_RTOL, PLATEAU_WINDOW,
+                       SCHEDULES, STOPS, _box_bounds, _init_poisons, _make_optimizer, _maybe_resume, _project, _scatter, plateau_reached)
 
 __all__ = ["ADAM_LR", "DEFAULTS_KEY", "GCResult", "GC_MEMORY_BUDGET", "METHODS", "OPTIMIZERS", "OPTIMIZER_DEFAULTS", "VARIANTS",
-           "chunked_gc_gradient", "gc_gradient", "gradient_canceling", "linear_gc_gradient", "n_poison_points", "resolve_method"]
+           "chunked_gc_gradient", "gc_gradient", "gradient_canceling", "linear_gc_gradient", "n_poison_points", "plateau_reached", "resolve_method"]
 
 SCALINGS = ("per_point", "mean", "sum")
 CLIPS = (None, "box", "range")
@@ -70,37 +70,12 @@ DEFAULTS_KEY = dict(optimizer="adam", lr=ADAM_LR, betas=(ADAM_BETA1, ADAM_BETA2)
 #: ‖g(μ)‖ (the gradient is cancelled), or the point is stationary:
 #: ``history["stationarity"]`` = RMS_j ‖n ∂𝓛/∂x_j‖ / ‖r‖ (the per-poison step
 #: J_jᵀ r relative to the residual, scale-free) is below ``STATIONARY_RTOL``
-#: (full batch only; with mini-batches only the first test applies).
-CONVERGED_RTOL = 1e-4
+#: (full batch only; with mini-batches only the first test applies). ``CONVERGED_RTOL`` and the
+#: ``stop="plateau"`` rule live in :mod:`.gc_steps`.
+STATIONARY_RTOL = 1e-2
 #: The loop reads the objective back from the device (and checks it is finite) every
 #: ``SYNC_EVERY`` epochs, not every step: on a GPU a per-step ``float()`` stalls the queue.
 SYNC_EVERY = 50
-STATIONARY_RTOL = 1e-2
-#: ``stop="plateau"``: GC ends early when it has stalled short of the target: the best residual of the last
-#: ``PLATEAU_WINDOW`` epochs is not ``PLATEAU_RTOL`` (relatively) below the best before them *and* still above
-#: ``PLATEAU_FLOOR``·‖g(μ)‖ (a run that is cancelling the gradient is never cut: with Adam at its initial step the
-#: residual of a reachable target bounces between 1e-4 and 1e-2 of ‖g(μ)‖ mid-run and converges as the cosine
-#: schedule anneals); or when the residual is below ``CONVERGED_RTOL``·‖g(μ)‖. Checked every ``SYNC_EVERY`` epochs.
-PLATEAU_WINDOW = 100
-PLATEAU_RTOL = 1e-3
-PLATEAU_FLOOR = 1e-2
-STOPS = (None, "plateau")
-
-
-def plateau_reached(residuals: list, initial: float, *, window: int = PLATEAU_WINDOW, rtol: float = PLATEAU_RTOL,
-                    floor: float = PLATEAU_FLOOR) -> str | None:
-    """Why GC may stop now (``"converged"``, ``"plateau"``) or ``None``: the rule of ``stop="plateau"``.
-
-    ``residuals`` is ‖g(μ) + ε_d g(ν̂)‖ per epoch so far, ``initial`` = ‖g(μ)‖. A plateau: at least
-    ``2·window`` epochs run, min(last ``window``) ≥ (1 − ``rtol``)·min(the epochs before them) and
-    min(last ``window``) > ``floor``·``initial`` (stalled short of the target, as below τ, Cor. 2 / Eq. 29)."""
-    if residuals and residuals[-1] <= CONVERGED_RTOL * initial:
-        return "converged"
-    if len(residuals) >= 2 * window:
-        best = min(residuals[-window:])
-        if best >= (1 - rtol) * min(residuals[:-window]) and best > floor * initial:
-            return "plateau"
-    return None
 
 
 @dataclass
@@ -131,23 +106,6 @@ class GCResult:
 def n_poison_points(eps_d: float, n: int) -> int:
     """n_p = round(ε_d · n), at least one point (Eq. 32)."""
     return max(1, int(round(check_positive("eps_d", eps_d) * n)))
-
-
-def _box_bounds(clip, box, x_clean):
-    """Lower / upper bounds of the admissible set, or (None, None)."""
-    if clip == "box":
-        return (None, None) if box is None else (float(box[0]), float(box[1]))
-    if clip == "range":  # GC-c (Sec. 5.4): per-feature range of the clean training data
-        return x_clean.amin(dim=0), x_clean.amax(dim=0)
-    return None, None
-
-
-def _init_poisons(x_clean, y_clean, n_p, seed):
-    """Random clean sample (Alg. 1, line 1): without replacement when n_p <= n."""
-    gen = torch.Generator().manual_seed(seed)
-    n = len(x_clean)
-    idx = torch.randperm(n, generator=gen)[:n_p] if n_p <= n else torch.randint(0, n, (n_p,), generator=gen)
-    return x_clean[idx].clone(), y_clean[idx].clone(), idx
 
 
 def gradient_canceling(

@@ -1,4 +1,4 @@
-"""GC's step rules on the poison features, the box projection and checkpoint resumption.
+"""GC's step rules on the poison features, its stopping rule, the box projection, initialisation and checkpoint resumption.
 
 The step rule (``optimizer``). Each poison contributes φ_j = ∇_w ℓ(z_j; w) to
 the residual r = g(μ) + (1/n) Σ_j φ_j ∈ R^p, and its per-point step is
@@ -55,6 +55,35 @@ from ..results import load_torch
 ADAM_LR, ADAM_BETA1, ADAM_BETA2 = 0.1, 0.5, 0.9  # measured, see the module docstring
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "paper")
 SCHEDULES = ("cosine", "constant")
+#: ``history["converged"]`` threshold on ‖r‖ / ‖g(μ)‖, shared with :mod:`.gc`.
+CONVERGED_RTOL = 1e-4
+#: ``stop="plateau"``: GC ends early when it has stalled short of the target: the best residual of the last
+#: ``PLATEAU_WINDOW`` epochs is not ``PLATEAU_RTOL`` (relatively) below the best before them *and* still above
+#: ``PLATEAU_FLOOR``·‖g(μ)‖ (a run that is cancelling the gradient is never cut: with Adam at its initial step the
+#: residual of a reachable target bounces between 1e-4 and 1e-2 of ‖g(μ)‖ mid-run and converges as the cosine
+#: schedule anneals); or when the residual is below ``CONVERGED_RTOL``·‖g(μ)‖. Checked every ``gc.SYNC_EVERY`` epochs.
+PLATEAU_WINDOW = 100
+PLATEAU_RTOL = 1e-3
+PLATEAU_FLOOR = 1e-2
+STOPS = (None, "plateau")
+
+
+def plateau_reached(residuals: list, initial: float, *, window: int = PLATEAU_WINDOW, rtol: float = PLATEAU_RTOL,
+                    floor: float = PLATEAU_FLOOR) -> str | None:
+    """Why GC may stop now (``"converged"``, ``"plateau"``) or ``None``: the rule of ``stop="plateau"``.
+
+    ``residuals`` is ‖g(μ) + ε_d g(ν̂)‖ per epoch so far, ``initial`` = ‖g(μ)‖. A plateau: at least
+    ``2·window`` epochs run, min(last ``window``) ≥ (1 − ``rtol``)·min(the epochs before them) and
+    min(last ``window``) > ``floor``·``initial`` (stalled short of the target, as below τ, Cor. 2 / Eq. 29)."""
+    if residuals and residuals[-1] <= CONVERGED_RTOL * initial:
+        return "converged"
+    if len(residuals) >= 2 * window:
+        best = min(residuals[-window:])
+        if best >= (1 - rtol) * min(residuals[:-window]) and best > floor * initial:
+            return "plateau"
+    return None
+
+
 
 #: Step rules on the poison features and their defaults (``lr``, ``momentum``,
 #: ``beta2``, learning-rate ``schedule``). ``"paper"`` is App. C.1 exactly: SGD,
@@ -107,3 +136,20 @@ def _maybe_resume(checkpoint, config, x_p, y_p, opt, sched, history) -> int:
     sched.load_state_dict(state["sched"])
     history.update(state["history"])
     return int(state["epoch"])
+
+
+def _box_bounds(clip, box, x_clean):
+    """Lower / upper bounds of the admissible set, or (None, None)."""
+    if clip == "box":
+        return (None, None) if box is None else (float(box[0]), float(box[1]))
+    if clip == "range":  # GC-c (Sec. 5.4): per-feature range of the clean training data
+        return x_clean.amin(dim=0), x_clean.amax(dim=0)
+    return None, None
+
+
+def _init_poisons(x_clean, y_clean, n_p, seed):
+    """Random clean sample (Alg. 1, line 1): without replacement when n_p <= n."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x_clean)
+    idx = torch.randperm(n, generator=gen)[:n_p] if n_p <= n else torch.randint(0, n, (n_p,), generator=gen)
+    return x_clean[idx].clone(), y_clean[idx].clone(), idx

@@ -32,7 +32,7 @@ def plateau_table(rows: list[dict]) -> pd.DataFrame:
     for r in rows:
         if not finished(r):  # not run at this profile, or failed (the reason says which)
             out.append({"model": r["model"].upper(), "ε_w": r["eps_w"], "ε_d": eps_label(r["eps_d"]),
-                        "note": f"{r['status']}: {r.get('reason', '')}"})
+                        "note": r.get("reason", "") if r["status"] == "skipped" else f"{r['status']}: {r.get('reason', '')}"})
             continue
         curve = r["gc_residual_curve"]
         e = r["eps_d_used"]
