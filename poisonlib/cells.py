@@ -80,6 +80,8 @@ def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None 
     what = cell.attack if cell.kind == "attack" else cell.kind
     if what in prof.paper_only_attacks(cell.model):
         return f"not run at this profile: {'GC + defenses' if what == 'defense' else what.upper()} on {cell.model} belongs to the paper profile"
+    if cell.eps_w == "calibrated" and not prof.calibrates(cell.model):
+        return f"not run at this profile: the calibrated ε_w on {cell.model} (cpu-full and paper calibrate it)"
     cap = prof.max_poisons(cell.model, cell.kind)
     if cell.kind != "target" and cap is not None and n_train is not None:
         eps = tau if cell.eps_d == "tau" else cell.eps_d
