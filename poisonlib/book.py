@@ -338,7 +338,7 @@ def build_book(
     if not build:
         return None
     out = os.path.abspath(path_output or root)
-    cmd = [_jupyter_book(), "build", root, "--path-output", out, "--warningiserror", "--keep-going"]
+    cmd = [_jupyter_book(), "build", root, "--path-output", out, "--warningiserror", "--keep-going", "--quiet"]  # warnings still show
     print("[poisonlib book] " + " ".join(cmd), flush=True)
     if subprocess.run(cmd, cwd=root).returncode != 0:
         raise PoisonlibError("jupyter-book build failed (see the messages above)")
