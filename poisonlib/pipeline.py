@@ -29,7 +29,7 @@ from .evaluation import _steps, compare_to_target, reference_accuracy, retrain
 from .grads import mixed_gradient_norm
 from .keys import from_user_files, record_config
 from .protocols import Protocol, finite_poisons
-from .results import atomic_torch_save, cached_run, config_hash, default_results_dir, remove_with_partials, result_path
+from .results import atomic_torch_save, cached_run, config_hash, default_results_dir, is_failed, load_result, remove_with_partials, result_path
 from .targets import clean_and_target
 
 
@@ -118,7 +118,10 @@ class CellSpec:
                                    "retrained": res.retrained.state_dict()}, poisons)
             return metrics
 
-        force = force or (keep_poisons and not os.path.exists(poisons))
+        if keep_poisons and not force and not os.path.exists(poisons):
+            # poisons asked for but not on disk: recompute, unless the stored record is a failure (it has none, and a
+            # deterministic failure would only fail again, at full cost, in every chapter that asks)
+            force = not is_failed(load_result(self.experiment, config, results_dir))
         rec = cached_run(self.experiment, config, compute, results_dir=results_dir, force=force, device=self.device)
         if keep_poisons:
             rec["poisons"] = poisons

@@ -212,10 +212,10 @@ def summary(es: list[dict]):
 
 # ----------------------------------------------------------------------------- paper-profile wall time
 def cell_key(cell) -> tuple:
-    """What a cell's cost depends on: kind, data, model, attack, ε_d, and for target cells the
-    kind of target (not the seed, ε_w, the w/2 scaling or GC-c's clipping: those cost the same)."""
-    return (cell.kind, cell.dataset, cell.model, cell.attack if cell.kind == "attack" else "", cell.eps_d,
-            cell.target if cell.kind == "target" else "")
+    """What a cell's cost depends on (:func:`poisonlib.dryrun.cost_class`: kind, data, model, attack, ε_d, kind of target)."""
+    from .dryrun import cost_class
+
+    return cost_class(cell)
 
 
 def price_chapters(timed: dict, profile="paper") -> list[dict]:
@@ -265,3 +265,67 @@ def paper_wall_times(path: str | None = None) -> tuple:
     meta = {"gpu": run.get("gpu"), "dates": run.get("runs") or [run.get("date")], "data": run.get("data"), "note": run.get("note", ""),
             "resnet18_cifar10_unit": run.get("resnet18_cifar10_unit"), "torch": run.get("environment", {}).get("torch")}
     return cells, pd.DataFrame(price_chapters(prices)), meta
+
+
+#: The committed dry run of the paper profile's MNIST cells on 2 CPU cores (``benchmarks/paper_cost.py``).
+PAPER_COST = os.path.join("benchmarks", "results", "paper_cost_cpu.json")
+
+
+def paper_cost(path: str | None = None, timings: str | None = None, profile="paper") -> tuple:
+    """``(tables, classes, meta)``: the bill of the paper profile's MNIST cells per table, from a dry run
+    (``path``, default :data:`PAPER_COST`) and the GPU cell timings (``timings``, default :data:`PAPER_TIMINGS`).
+
+    Per table (the grid at ``profile`` today, MNIST cells only): its cells, how many the profile skips, how
+    many are priced by a dry-run class (same :func:`cell_key`) and the CPU estimate summed over them (hours,
+    extrapolated from the capped run: see the run's ``extrapolation``), the cells priced on the GPU by a
+    measured cell of the same class and their sum (minutes), the peak resident memory of its classes, its
+    largest cell, and the classes that failed at their real size or were not reached. Nothing is priced by
+    guess: a cell no run covers is counted as unpriced."""
+    import json
+
+    import pandas as pd
+
+    from .book import find_root
+
+    root = find_root()
+    with open(path or os.path.join(root, PAPER_COST)) as f:
+        run = json.load(f)
+    cls = {tuple(r["cost_class"]): r for r in run["classes"]}
+    gpu = {}
+    if timings is not False:
+        with open(timings or os.path.join(root, PAPER_TIMINGS)) as f:
+            gpu_run = json.load(f)
+        gpu = {r["cell"]: r["wall_s"] for r in gpu_run["cells"] if r.get("status") == "timed"}
+    gpu_by_class = {}
+    prof = get_profile(profile)
+    for g in dict.fromkeys([*REPORT_GRIDS, "fig3", "fig7"]):
+        for c in get_experiment(g).cells(prof):
+            if c.label() in gpu:
+                gpu_by_class.setdefault(tuple(map(str, cell_key(c))), gpu[c.label()])
+    unreached = {tuple(r["cost_class"]) for r in run.get("not_reached", [])}
+    out = []
+    for g in dict.fromkeys([*REPORT_GRIDS, "fig3", "fig7"]):
+        cells = [c for c in get_experiment(g).cells(prof) if c.dataset == "mnist"]
+        if not cells:
+            continue
+        keys = [tuple(map(str, cell_key(c))) for c in cells]
+        ok = [(c, cls[k]) for c, k in zip(cells, keys) if k in cls and cls[k]["status"] == "ok" and cls[k]["extrapolated_seconds"] is not None]
+        failed = sorted({cls[k]["cell"] for k in keys if k in cls and cls[k]["status"] != "ok"})
+        on_gpu = [gpu_by_class[k] for k in keys if k in gpu_by_class]
+        big = max(ok, key=lambda t: t[1]["extrapolated_seconds"], default=None)
+        rss = [r["peak_rss_gib"] for _, r in ok if r.get("peak_rss_gib") is not None]
+        out.append({"table": g, "MNIST cells": len(cells), "priced (CPU)": len(ok),
+                    "CPU estimate (h)": round(sum(r["extrapolated_seconds"] for _, r in ok) / 3600, 1),
+                    "priced (GPU)": len(on_gpu), "GPU, priced cells (min)": round(sum(on_gpu) / 60, 1),
+                    "peak RSS (GiB)": round(max(rss), 2) if rss else None,
+                    "largest cell": "–" if big is None else f"{big[0].label()} ({big[1]['extrapolated_seconds'] / 3600:.1f} h)",
+                    "failed at real size": ", ".join(failed) or "–",
+                    "not reached": sum(k in unreached for k in keys),
+                    "command": f"poisonlib run {g} --profile paper --data-root DATA --executor slurm"})
+    classes = pd.DataFrame([{"cell": r["cell"], "status": r["status"], "n_poison": r.get("n_poison"),
+                             "capped run (s)": None if r["seconds_capped"] is None else round(r["seconds_capped"], 1),
+                             "estimate (h)": None if r["extrapolated_seconds"] is None else round(r["extrapolated_seconds"] / 3600, 2),
+                             "peak RSS (GiB)": r.get("peak_rss_gib"), "reason": r.get("reason") or ""} for r in run["classes"]])
+    meta = {k: run.get(k) for k in ("machine", "device", "data", "steps", "extrapolation", "wall_s", "date", "commit", "budget_s")}
+    meta["not_reached"] = len(run.get("not_reached", []))
+    return pd.DataFrame(out), classes, meta

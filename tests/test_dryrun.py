@@ -22,3 +22,31 @@ def test_dry_run_rows(tmp_path):
     assert ok["status"] == "ok" and ok["seconds_capped"] > 0 and ok["peak_rss_gib"] > 0 and ok["peak_cuda_gib"] is None
     assert ok["extrapolated_seconds"] >= ok["seconds_capped"] and "train" in ok["fit_steps"]
     assert bad["status"] == "error" and "data_root" in bad["reason"] and bad["extrapolated_seconds"] is None
+
+
+def test_paper_cost_prices_each_table_from_its_dry_run_classes_and_counts_the_rest(tmp_path):
+    import json
+
+    from poisonlib.grids import get_experiment
+    from poisonlib.profiles import get_profile
+    from poisonlib.reproduction import cell_key, paper_cost
+
+    cells = [c for c in get_experiment("table1").cells(get_profile("paper")) if c.dataset == "mnist"]
+    k0 = cell_key(cells[0])
+    k1 = next(cell_key(c) for c in cells if cell_key(c) != k0)
+
+    def row(k, name, status, secs):
+        return dict(cost_class=list(map(str, k)), cell=name, status=status, n_poison=None, seconds_capped=1.0,
+                    extrapolated_seconds=secs, peak_rss_gib=1.5, reason=None if status == "ok" else "MemoryError: x")
+
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps(dict(classes=[row(k0, "a", "ok", 7200.0), row(k1, "b", "error", None)], not_reached=[])))
+    tables, classes, _ = paper_cost(str(path), timings=False)
+    t1 = tables.set_index("table").loc["table1"]
+    n0 = sum(cell_key(c) == k0 for c in cells)
+    assert t1["priced (CPU)"] == n0 < t1["MNIST cells"] and t1["CPU estimate (h)"] == round(2.0 * n0, 1)
+    assert t1["failed at real size"] == "b" and t1["peak RSS (GiB)"] == 1.5 and t1["priced (GPU)"] == 0
+    # a table none of whose classes ran is priced at nothing, not guessed
+    t2 = tables.set_index("table").loc["table2"]
+    assert t2["priced (CPU)"] == 0 and t2["CPU estimate (h)"] == 0 and t2["largest cell"] == "–"
+    assert list(classes["status"]) == ["ok", "error"]

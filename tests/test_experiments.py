@@ -225,3 +225,24 @@ def test_label_outputs_marks_every_displayed_figure_and_table_with_the_profile()
         plt.close(fig)
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_failed_cell_asked_for_its_poisons_is_not_recomputed(monkeypatch, tmp_path):
+    # Table 10 asks its GC cells for their poisons; a cell whose GC diverged has none and would only diverge
+    # again: its failed record is served, not recomputed by every chapter that asks
+    from poisonlib import pipeline
+    from poisonlib.results import CellFailed, is_failed
+
+    calls = []
+
+    def diverges(*a, **kw):
+        calls.append(1)
+        raise CellFailed("GC diverged (objective nan at epoch 3)")
+
+    monkeypatch.setattr(pipeline, "poison", diverges)
+    spec = Cell("gc", "mnist", "lr", 1.0, eps_d=0.1).resolve("smoke", device="cpu")
+    first = spec.run(results_dir=str(tmp_path), keep_poisons=True)
+    again = spec.run(results_dir=str(tmp_path), keep_poisons=True)
+    assert is_failed(first) and is_failed(again) and again["cached"] and len(calls) == 1
+    spec.run(results_dir=str(tmp_path), keep_poisons=True, force=True)  # --force still recomputes it
+    assert len(calls) == 2

@@ -1,0 +1,118 @@
+"""The bill before starting: a dry run of every MNIST cell of the ``paper`` profile on this machine.
+
+Each cost class of the MNIST cells of the paper's grids (:func:`poisonlib.dryrun.cost_class`:
+same kind, data, model, attack, ε_d and kind of target cost the same) runs once at its real
+size (60,000 training images, the paper's poison counts and models) with every loop capped
+at ``--steps`` (:func:`poisonlib.dryrun.dry_run`); its time is extrapolated to the profile's
+step counts and its peak resident memory recorded. Classes run cheapest model first
+(LR, NN, CNN; targets, then GC, baselines, defenses) until ``--budget-s`` is spent; the
+others are listed as not reached. Rows are written to ``--out`` as they come (atomically),
+so an interrupted run keeps what it measured.
+
+Without ``--data-root`` the script first writes synthetic MNIST of the real size in the real
+IDX format (``poisonlib.testing.write_mnist``): times and memory are those of the real code
+path; accuracies are meaningless and are not reported.
+
+``--fit`` prices each loop from a second run (more accurate, about 3x the time); the default
+is a bound (the capped run scaled by the largest step count, the fixed part scaled too).
+The reproducibility chapter shows the committed output per table
+(:func:`poisonlib.reproduction.paper_cost`).
+
+    python benchmarks/paper_cost.py --budget-s 1800 --out benchmarks/results/paper_cost_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from poisonlib.cells import skip_reason  # noqa: E402
+from poisonlib.dryrun import cost_class, dry_run  # noqa: E402
+from poisonlib.grids import REPORT_GRIDS, get_experiment  # noqa: E402
+from poisonlib.profiles import get_profile  # noqa: E402
+from poisonlib.results import atomic_write_json  # noqa: E402
+from poisonlib.testing import write_mnist  # noqa: E402
+
+#: The grids priced: Tables 1-10 and Figs. 3, 7 (Tables 6 and 7 have no MNIST cells).
+GRIDS = (*REPORT_GRIDS, "fig3", "fig7")
+_MODEL_ORDER, _KIND_ORDER = {"lr": 0, "nn": 1, "cnn": 2}, {"target": 0, "gc": 1, "attack": 2, "defense": 3}
+
+
+def classes(prof, data_root: str) -> tuple[dict, dict]:
+    """``(grids, classes)``: per grid its MNIST cells as ``[(cost class, label, skip reason or None)]``, and one
+    representative cell per runnable cost class, cheapest model first."""
+    grids, reps = {}, {}
+    for g in GRIDS:
+        grids[g] = []
+        for c in get_experiment(g).cells(prof):
+            if c.dataset != "mnist":
+                continue
+            why = "eps_d is MT's budget (priced as MT's cell)" if c.eps_d == "mt" else skip_reason(c, prof, data_root)
+            grids[g].append((cost_class(c), c.label(), why))
+            if why is None:
+                reps.setdefault(cost_class(c), c)
+    order = sorted(reps, key=lambda k: (_MODEL_ORDER.get(k[2], 9), _KIND_ORDER.get(k[0], 9), str(k[4])))
+    return grids, {k: reps[k] for k in order}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", default=None, help="folder with MNIST (default: synthetic MNIST of the real size, written first)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=1, help="steps each loop runs (default 1)")
+    ap.add_argument("--fit", action="store_true", help="price each loop from a second run (about 3x the time)")
+    ap.add_argument("--budget-s", type=float, default=1800.0, help="stop starting classes after this many seconds (default 1800)")
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "paper_cost_cpu.json"))
+    args = ap.parse_args()
+
+    prof = get_profile("paper")
+    tmp = None
+    root = args.data_root
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="poisonlib-mnist-")
+        root = tmp.name
+        write_mnist(root)
+    grids, reps = classes(prof, root)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    doc = dict(what="dry run of the paper profile's MNIST cells (benchmarks/paper_cost.py)", profile="paper", device=args.device,
+               machine=f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+               data="synthetic MNIST of the real size (60,000 / 10,000, IDX)" if args.data_root is None else f"MNIST under {args.data_root}",
+               steps=args.steps, extrapolation="fit" if args.fit else "bound", budget_s=args.budget_s, commit=commit,
+               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               grids={g: [dict(cost_class=list(map(str, k)), cell=label, skipped=why) for k, label, why in cs] for g, cs in grids.items()},
+               classes=[], not_reached=[], wall_s=None)
+    t0 = time.perf_counter()
+    for i, (key, cell) in enumerate(reps.items()):
+        if time.perf_counter() - t0 > args.budget_s:
+            doc["not_reached"].append(dict(cost_class=list(map(str, key)), cell=cell.label()))
+            continue
+        row = dry_run([cell], prof, data_root=root, device=args.device, steps=args.steps, fit=args.fit, warmup=(i == 0))[0]
+        row["cost_class"] = list(map(str, key))
+        doc["classes"].append(row)
+        doc["wall_s"] = round(time.perf_counter() - t0, 1)
+        atomic_write_json(doc, args.out)
+        est = "–" if row["extrapolated_seconds"] is None else f"{row['extrapolated_seconds'] / 60:.1f} min"
+        print(f"[{doc['wall_s']:7.1f} s] {row['status']:5} {cell.label()}: capped {row['seconds_capped'] or 0:.1f} s, est. {est}, "
+              f"peak RSS {row['peak_rss_gib'] or 0:.2f} GiB {row['reason'] or ''}", flush=True)
+    doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(doc, args.out)
+    failed = [r for r in doc["classes"] if r["status"] != "ok"]
+    print(f"{len(doc['classes'])} cost classes run in {doc['wall_s'] / 60:.1f} min, {len(failed)} failed, "
+          f"{len(doc['not_reached'])} not reached -> {args.out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 1 if failed or doc["not_reached"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
