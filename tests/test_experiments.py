@@ -246,3 +246,14 @@ def test_a_failed_cell_asked_for_its_poisons_is_not_recomputed(monkeypatch, tmp_
     assert is_failed(first) and is_failed(again) and again["cached"] and len(calls) == 1
     spec.run(results_dir=str(tmp_path), keep_poisons=True, force=True)  # --force still recomputes it
     assert len(calls) == 2
+
+
+def test_a_profile_can_leave_out_a_grids_calibrated_version(tmp_path):
+    # cpu leaves Tables 8 and 10 at the literal eps_w: their calibrated cells are rows saying so, and nothing runs
+    from dataclasses import replace
+
+    prof = replace(get_profile("smoke"), uncalibrated_grids=("table8",))
+    rows = run_experiment("table8", prof, eps_w="calibrated", models=["lr"], eps_ds=[0.1], results_dir=str(tmp_path), progress=False)
+    assert rows and all(r["status"] == "skipped" and "table8 at the calibrated ε_w" in r["reason"] for r in rows)
+    assert not glob.glob(os.path.join(str(tmp_path), "*", "*.json"))
+    assert get_profile("cpu").uncalibrated_grids == ("table8", "table10") and get_profile("cpu-full").uncalibrated_grids == ()
