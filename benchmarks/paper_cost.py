@@ -38,13 +38,12 @@ import torch  # noqa: E402
 
 from poisonlib.cells import skip_reason  # noqa: E402
 from poisonlib.dryrun import cost_class, dry_run  # noqa: E402
-from poisonlib.grids import REPORT_GRIDS, get_experiment  # noqa: E402
+from poisonlib.grids import get_experiment  # noqa: E402
 from poisonlib.profiles import get_profile  # noqa: E402
+from poisonlib.reproduction import COST_GRIDS as GRIDS  # noqa: E402  (Tables 1-10, Figs. 3, 7)
 from poisonlib.results import atomic_write_json  # noqa: E402
 from poisonlib.testing import write_mnist  # noqa: E402
 
-#: The grids priced: Tables 1-10 and Figs. 3, 7 (Tables 6 and 7 have no MNIST cells).
-GRIDS = (*REPORT_GRIDS, "fig3", "fig7")
 _MODEL_ORDER, _KIND_ORDER = {"lr": 0, "nn": 1, "cnn": 2}, {"target": 0, "gc": 1, "attack": 2, "defense": 3}
 
 

@@ -70,8 +70,9 @@ class Cell:
         return CellSpec(self, get_profile(profile), get_protocol(self.protocol), data_root, str(resolve_device(device)), **extra)
 
 
-def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None = None, tau: float | None = None) -> str | None:
-    """Why ``cell`` does not run at ``profile`` (``None`` when it does)."""
+def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None = None, tau: float | None = None,
+                grid: str | None = None) -> str | None:
+    """Why ``cell`` does not run at ``profile`` (``None`` when it does); ``grid``: the grid asking for it."""
     prof = get_profile(profile)
     if cell.dataset in FULL_DATA and data_root is None:
         return f"not run at this profile: {cell.dataset} needs data_root"
@@ -82,6 +83,8 @@ def skip_reason(cell: Cell, profile, data_root: str | None, n_train: int | None 
         return f"not run at this profile: {'GC + defenses' if what == 'defense' else what.upper()} on {cell.model} belongs to the paper profile"
     if cell.eps_w == "calibrated" and not prof.calibrates(cell.model):
         return f"not run at this profile: the calibrated ε_w on {cell.model} (cpu-full and paper calibrate it)"
+    if cell.eps_w == "calibrated" and grid in prof.uncalibrated_grids:
+        return f"not run at this profile: {grid} at the calibrated ε_w (cpu-full and paper run it)"
     cap = prof.max_poisons(cell.model, cell.kind)
     if cell.kind != "target" and cap is not None and n_train is not None:
         eps = tau if cell.eps_d == "tau" else cell.eps_d

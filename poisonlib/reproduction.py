@@ -269,6 +269,8 @@ def paper_wall_times(path: str | None = None) -> tuple:
 
 #: The committed dry run of the paper profile's MNIST cells on 2 CPU cores (``benchmarks/paper_cost.py``).
 PAPER_COST = os.path.join("benchmarks", "results", "paper_cost_cpu.json")
+#: The grids priced by it: Tables 1-10 and Figs. 3, 7.
+COST_GRIDS = (*REPORT_GRIDS, "fig3", "fig7")
 
 
 def paper_cost(path: str | None = None, timings: str | None = None, profile="paper") -> tuple:
@@ -296,16 +298,15 @@ def paper_cost(path: str | None = None, timings: str | None = None, profile="pap
         with open(timings or os.path.join(root, PAPER_TIMINGS)) as f:
             gpu_run = json.load(f)
         gpu = {r["cell"]: r["wall_s"] for r in gpu_run["cells"] if r.get("status") == "timed"}
-    gpu_by_class = {}
     prof = get_profile(profile)
-    for g in dict.fromkeys([*REPORT_GRIDS, "fig3", "fig7"]):
-        for c in get_experiment(g).cells(prof):
-            if c.label() in gpu:
-                gpu_by_class.setdefault(tuple(map(str, cell_key(c))), gpu[c.label()])
+    grid_cells = {g: get_experiment(g).cells(prof) for g in COST_GRIDS}
+    gpu_by_class = {}
+    for c in (c for cs in grid_cells.values() for c in cs if c.label() in gpu):
+        gpu_by_class.setdefault(tuple(map(str, cell_key(c))), gpu[c.label()])
     unreached = {tuple(r["cost_class"]) for r in run.get("not_reached", [])}
     out = []
-    for g in dict.fromkeys([*REPORT_GRIDS, "fig3", "fig7"]):
-        cells = [c for c in get_experiment(g).cells(prof) if c.dataset == "mnist"]
+    for g, all_cells in grid_cells.items():
+        cells = [c for c in all_cells if c.dataset == "mnist"]
         if not cells:
             continue
         keys = [tuple(map(str, cell_key(c))) for c in cells]

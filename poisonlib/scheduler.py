@@ -179,9 +179,7 @@ class _Run:
         node = self.nodes.get(cell)
         if node is None:
             node = self.nodes[cell] = _Node(cell)
-            reason = skip_reason(cell, self.prof, self.data_root)
-            if reason is None and cell.eps_w == "calibrated" and self.name in self.prof.uncalibrated_grids:
-                reason = f"not run at this profile: {self.name} at the calibrated ε_w (cpu-full and paper run it)"
+            reason = skip_reason(cell, self.prof, self.data_root, grid=self.name)
             if reason is not None:
                 node.status, node.reason = "skipped", reason
             else:
