@@ -102,6 +102,31 @@ def test_a_good_npz_loads_and_its_fingerprint_follows_the_content_not_the_path(t
     assert ds.fingerprint != fa
 
 
+def test_same_shape_data_under_one_name_gets_its_own_tau_through_one_store(tmp_path, monkeypatch, capsys):
+    """The cache-key case of issue 23: ``a/ok.npz`` and ``b/ok.npz`` (same name and shapes, other content), then
+    ``a/ok.npz`` overwritten in place with ``b``'s content, all through one store. Before content keys the
+    overwritten file was served the old content's cached clean model (tau(2) 6.39 where a fresh store gives
+    5.92 at 968f986); now every run gets the tau(2) a fresh store gives its data."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        x = rng.random((300, 6))
+        y = x[:, :3].argmax(1) if name == "a" else rng.integers(0, 3, 300)
+        arrays[name] = dict(x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
+        np.savez(tmp_path / name / "ok.npz", **arrays[name])
+
+    def tau(store, name):
+        monkeypatch.setenv("POISONLIB_RESULTS", str(tmp_path / store))
+        assert main(TAU + [str(tmp_path / name / "ok.npz")]) == 0
+        return json.loads(capsys.readouterr().out)["tau2"]
+
+    shared_a, shared_b, fresh_b = tau("shared", "a"), tau("shared", "b"), tau("fresh", "b")
+    assert shared_b == fresh_b != shared_a
+    np.savez(tmp_path / "a" / "ok.npz", **arrays["b"])  # same path, same size, other content
+    assert tau("shared", "a") == fresh_b
+
+
 def test_mnist_fingerprint_is_stable_and_the_subset_has_its_own(mnist):
     from poisonlib.data import subsample_train
 

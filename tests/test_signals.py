@@ -1,5 +1,5 @@
 """SIGINT and SIGTERM stop a whole run within seconds: the driver, its process-pool workers,
-the Ray tasks of a local cluster, and ``poisonlib run -j 2``. Afterwards no process the run
+the Ray tasks of a local cluster, submitit's local jobs, and ``poisonlib run -j 2``. Afterwards no process the run
 started is alive, no temporary file is left in the store, and a rerun resumes (finished
 cells come from the store)."""
 
@@ -40,7 +40,9 @@ SLOW = textwrap.dedent('''
         return "computed"
 
     if __name__ == "__main__":
-        with get_executor(sys.argv[1], jobs=2) as ex:
+        name = sys.argv[1]
+        opts = dict(cluster="local", folder=os.environ["STORE"] + "-slurm", poll_s=0.2) if name == "slurm" else dict(jobs=2)
+        with get_executor(name, **opts) as ex:
             for t, r in ex.map(slow, range(4)):
                 print(t, r, flush=True)
 ''')
@@ -111,6 +113,18 @@ def test_sigterm_stops_a_local_ray_cluster_and_its_tasks(tmp_path):
     p = _start(script, store, "ray", steps=4000)
     _wait_for(lambda: (store / "started0").exists() or (store / "started1").exists(), p, 150, "a Ray task at work")
     _stop_and_check(p, signal.SIGTERM, store, within=30)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="submitit is not installed (pip install poisonlib[slurm])")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_submitit_local_jobs(sig, tmp_path):
+    """submitit's local cluster (the SLURM executor's test double): the driver cancels its
+    pending jobs, whose controllers stop their tasks."""
+    script, store = _prepare(tmp_path)
+    p = _start(script, store, "slurm", steps=4000)
+    _wait_for(lambda: (store / "started0").exists() and (store / "started1").exists(), p, 120, "both jobs at work")
+    _stop_and_check(p, sig, store, within=20)
+    assert not (store / "cell0.bin").exists() and not (store / "cell1.bin").exists()  # no partial record
 
 
 def test_sigterm_stops_poisonlib_run_with_two_workers(tmp_path):
