@@ -25,6 +25,8 @@ EVIDENCE_VERSION = 1
 OR_TARGET = (-2.0, -1.5, 0.5)
 EPS_W_GAUSSIAN = 3.0
 EPS_FIG5 = (0.02, 0.05, 0.1, 0.5, 1.0)
+#: The grids of claim 7 (Figs. 3 and 7), run by the GC-curves chapter; :func:`judge` adds their rows.
+PLATEAU_GRIDS = ("fig3", "fig7")
 
 
 def _cached(name: str, config: dict, compute, results_dir=None) -> dict:
@@ -135,12 +137,22 @@ def collect(profile, *, seed: int = 0, data_root=None, results_dir=None, compute
 
 def judge(entries: list[dict], rows_by_protocol: dict, profile, *, data_root=None, compute: bool = True) -> list[dict]:
     """The ledger of ``profile`` for the protocols of ``rows_by_protocol``, judged on the report's ``entries``,
-    the grids' rows and this module's sweeps (:func:`collect`): what the report page, the summary page and
-    ``poisonlib report`` print."""
+    the grids' rows (with :data:`PLATEAU_GRIDS` added) and this module's sweeps (:func:`collect`): what the
+    report page, the summary page and ``poisonlib report`` print. ``compute=False`` reads the store only."""
     from ..experiments import get_profile
     from ._core import ledger
 
+    import contextlib
+
+    from ..scheduler import run_experiment
+
     prof = get_profile(profile)
     ev = collect(prof, data_root=data_root, compute=compute)
-    return ledger({p: [e for e in entries if e["protocol"] == p] for p in rows_by_protocol}, rows_by_protocol=rows_by_protocol,
-                  profile=prof.name, sweeps=ev["sweeps"], transition=ev["transition"])
+    rows = {p: dict(rs) for p, rs in rows_by_protocol.items()}
+    for p, rs in rows.items():  # claim 7's grids (the GC-curves chapter's), which the report's tables do not include
+        for grid in PLATEAU_GRIDS:
+            if grid not in rs:
+                with contextlib.nullcontext() if compute else results.store_only():
+                    rs[grid] = run_experiment(grid, prof, data_root=data_root, protocol=p, progress=False)
+    return ledger({p: [e for e in entries if e["protocol"] == p] for p in rows}, rows_by_protocol=rows, profile=prof.name,
+                  sweeps=ev["sweeps"], transition=ev["transition"])
