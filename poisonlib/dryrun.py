@@ -33,6 +33,7 @@ per-step cost of that group is a rough figure, as its row's ``per_step_seconds``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import tempfile
@@ -132,28 +133,39 @@ def _find(record, key):
     return None
 
 
-def _timed_run(cell, prof, data_root, device):
-    """Seconds, peak RSS, CUDA peak and the record of one run of ``cell`` in a fresh store."""
-    with tempfile.TemporaryDirectory(prefix="poisonlib-dry-") as store, _Peak(device) as peak:
-        t0 = time.perf_counter()
-        rec = cell.resolve(prof, data_root=data_root, device=device).run(results_dir=store, force=True, progress=False)
-        if peak.cuda:
-            torch.cuda.synchronize()
-        secs = time.perf_counter() - t0
+def _timed_run(cell, prof, data_root, device, store=None):
+    """Seconds, peak RSS, CUDA peak and the record of one run of ``cell``: in a fresh store, or for a non-target
+    cell with ``store`` in that one, where its clean model and target are built (or found) before the clock starts.
+    A target cell always runs in a fresh store: building its target (and clean model) is its cost."""
+    shared = bool(store) and cell.kind != "target"
+    with contextlib.ExitStack() as stack:
+        root = store if shared else stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-"))
+        spec = cell.resolve(prof, data_root=data_root, device=device)
+        if shared:
+            from .pipeline import _target
+
+            _target(spec, spec.load_data(), results_dir=root, progress=False)
+        with _Peak(device) as peak:
+            t0 = time.perf_counter()
+            rec = spec.run(results_dir=root, force=True, progress=False)
+            if peak.cuda:
+                torch.cuda.synchronize()
+            secs = time.perf_counter() - t0
     return secs, peak.rss, peak.cuda_peak, rec
 
 
-def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True) -> dict:
+def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, store: str | None = None) -> dict:
     """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
     prof = get_profile(profile)
     counts = step_counts(cell, prof)
     row = dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
                profile=prof.name, steps=steps, full_steps=counts, n_poison=None, seconds_capped=None, per_step_seconds={},
                extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None, peak_cuda_gib=None,
-               fit_steps={}, status="ok", reason=None)
+               fit_steps={}, status="ok", reason=None,
+               deps="built before the clock (shared store)" if store and cell.kind != "target" else "in the timed run")
     rss, cuda_peaks = [], []
     try:
-        t_k, r, c, rec = _timed_run(cell, capped_profile(prof, steps), data_root, device)
+        t_k, r, c, rec = _timed_run(cell, capped_profile(prof, steps), data_root, device, store)
         rss.append(r), cuda_peaks.append(c)
         n_p = _find(rec, "n_poison")
         row["n_poison"] = int(n_p) if n_p is not None else (n_poison_points(cell.eps_d, _find(rec, "n_clean"))
@@ -164,7 +176,7 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
                 s = steps
                 while s < full:  # more steps until they cost clearly more than the timing noise, or all are run
                     s = min(full, 2 * steps if s == steps else GROW * s)
-                    t_g, r, c, _ = _timed_run(cell, capped_profile(prof, steps, **{group: s}), data_root, device)
+                    t_g, r, c, _ = _timed_run(cell, capped_profile(prof, steps, **{group: s}), data_root, device, store)
                     rss.append(r), cuda_peaks.append(c)
                     if t_g - t_k > max(NOISE_FRAC * t_k, NOISE_S):
                         break
@@ -188,11 +200,14 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
 
 
 def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, on_row=None,
-            warmup: bool = True) -> list[dict]:
+            warmup: bool = True, store: str | None = None) -> list[dict]:
     """Dry-run ``cells`` (:class:`poisonlib.runner.Cell`) at ``profile`` (module docstring).
 
     ``warmup`` first runs the first cell once untimed at the cap, so that one-off costs of the
     process (lazy imports, the embedded data's cache, CUDA's start) do not enter the fit.
+    ``store``: one results store for all the cells, where each non-target cell's clean model and
+    target are built before its clock starts (a grid computes them once, and their cost is their
+    own target cells'); by default each run gets a fresh store and pays for its dependencies.
 
     Returns one plain dict per cell: ``cell`` (label), ``kind``, ``n_poison``, ``seconds_capped``,
     ``per_step_seconds`` per loop group, ``full_steps``, ``extrapolated_seconds``, ``peak_rss_gib``,
@@ -204,11 +219,11 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
     rows, cells = [], list(cells)
     if warmup and cells:
         try:
-            _timed_run(cells[0], capped_profile(profile, steps), data_root, device)
+            _timed_run(cells[0], capped_profile(profile, steps), data_root, device, store)
         except Exception:  # noqa: BLE001 -- its row will report the error
             pass
     for cell in cells:
-        rows.append(dry_run_cell(cell, profile, data_root=data_root, device=device, steps=steps, fit=fit))
+        rows.append(dry_run_cell(cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store))
         if on_row is not None:
             on_row(rows[-1])
     return rows
@@ -221,7 +236,8 @@ def cost_class(cell) -> tuple:
             cell.target if cell.kind == "target" else "")
 
 
-def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = False, on_row=None) -> list[dict]:
+def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = False, on_row=None,
+                 store: str | None = None) -> list[dict]:
     """Dry-run one cell of each cost class of ``cells`` (:func:`cost_class`) and price the grid:
     each row gains ``cells`` (how many of the grid's cells it stands for) and
     ``extrapolated_total_seconds``. Cells the profile does not run, and cells whose ε_d is
@@ -248,5 +264,7 @@ def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1
         if on_row is not None:
             on_row(row)
 
-    rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced)
+    with contextlib.ExitStack() as stack:  # one store for the grid: dependencies built once, outside the cells' clocks
+        store = store or stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-store-"))
+        rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced, store=store)
     return rows + skipped

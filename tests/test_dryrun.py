@@ -50,3 +50,19 @@ def test_paper_cost_prices_each_table_from_its_dry_run_classes_and_counts_the_re
     t2 = tables.set_index("table").loc["table2"]
     assert t2["priced (CPU)"] == 0 and t2["CPU estimate (h)"] == 0 and t2["largest cell"] == "–"
     assert list(classes["status"]) == ["ok", "error"]
+
+
+def test_a_shared_store_builds_dependencies_before_the_clock_and_once(tmp_path):
+    """With ``store``, non-target cells find their clean model and target built before timing (once for
+    cells that share them); target cells still pay for theirs in a fresh store."""
+    import glob
+    import os
+
+    store = str(tmp_path / "store")
+    cells = [Cell("gc", "mnist", "lr", 1.0, eps_d=0.03), Cell("gc", "mnist", "lr", 1.0, eps_d=0.1), Cell("target", "mnist", "lr", 1.0)]
+    seen = []
+    rows = dry_run(cells, "smoke", device="cpu", warmup=False, fit=False, store=store,
+                   on_row=lambda r: seen.append(len(glob.glob(os.path.join(store, "models", "*.pt")))))
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert [r["deps"] for r in rows] == ["built before the clock (shared store)"] * 2 + ["in the timed run"]
+    assert seen[0] == seen[1] == seen[2] >= 2  # clean model and target built for the first cell, reused by the second
