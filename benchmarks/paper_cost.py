@@ -13,7 +13,8 @@ Without ``--data-root`` the script first writes synthetic MNIST of the real size
 IDX format (``poisonlib.testing.write_mnist``): times and memory are those of the real code
 path; accuracies are meaningless and are not reported.
 
-All classes share one results store: a GC, baseline or defense cell finds its clean model and
+Classes run in one child process (``isolate``): a class the out-of-memory killer ends is a row
+with ``status="killed"``, and the dry run goes on. All classes share one results store: a GC, baseline or defense cell finds its clean model and
 target built before its clock starts (they are priced by the target classes, which run in a
 fresh store each and so include their clean model).
 
@@ -100,7 +101,8 @@ def main() -> int:
         if time.perf_counter() - t0 > args.budget_s:
             doc["not_reached"].append(dict(cost_class=list(map(str, key)), cell=cell.label()))
             continue
-        row = dry_run([cell], prof, data_root=root, device=args.device, steps=args.steps, fit=args.fit, warmup=(i == 0), store=store.name)[0]
+        row = dry_run([cell], prof, data_root=root, device=args.device, steps=args.steps, fit=args.fit, warmup=(i == 0), store=store.name,
+                      isolate=True)[0]
         row["cost_class"] = list(map(str, key))
         doc["classes"].append(row)
         doc["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -285,7 +285,7 @@ def _dry_run(args, exp) -> int:
 
     prof = get_profile(args.profile)
     cells = restrict([dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(prof)], seeds=args.seeds)
-    rows = dry_run_grid(cells, prof, data_root=args.data_root, device=args.device, steps=args.dry_run_steps,
+    rows = dry_run_grid(cells, prof, data_root=args.data_root, device=args.device, steps=args.dry_run_steps, isolate=True,
                         on_row=lambda r: print(f"{exp.name} [{prof.name}, dry run] {r['cell']}: {r['status']}", file=sys.stderr, flush=True))
     df = pd.DataFrame(rows)
     cols = [c for c in ("status", "cell", "cells", "n_poison", "seconds_capped", "extrapolated_seconds", "extrapolated_total_seconds",
@@ -294,7 +294,7 @@ def _dry_run(args, exp) -> int:
         print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     ok = df[df["status"] == "ok"] if "status" in df else df
     total_h = ok["extrapolated_total_seconds"].sum() / 3600 if len(ok) else 0.0
-    failed = int((df["status"] == "error").sum())
+    failed = int(df["status"].isin(["error", "killed"]).sum())
     print(f"{exp.name} [{prof.name}, dry run]: {len(ok)} cost classes priced, {int(ok['cells'].sum()) if len(ok) else 0} cells, "
           f"about {total_h:.2f} h on {args.device} (upper bound: capped run x full steps); {failed} failed", file=sys.stderr)
     if args.csv:

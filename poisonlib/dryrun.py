@@ -199,8 +199,51 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
     return row
 
 
+#: The child process of ``isolate=True`` dry runs (spawned once, replaced when killed).
+_CHILD: list = [None]
+
+
+def _child():
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from ._lifecycle import worker_init
+
+    if _CHILD[0] is None:  # the executors' worker initialiser: ignores Ctrl-C (the driver stops it), ends with the driver
+        _CHILD[0] = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=worker_init, initargs=(os.getpid(),))
+    return _CHILD[0]
+
+
+def _in_child(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in the child process; ``None`` if the child died meanwhile (a new one is started next)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ._lifecycle import stop_on_signals, stop_processes
+
+    try:
+        with stop_on_signals():
+            return _child().submit(fn, *args, **kwargs).result()
+    except BrokenProcessPool:
+        _CHILD[0] = None
+        return None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: the child stops now, not when its cell is done
+        pool, _CHILD[0] = _CHILD[0], None
+        if pool is not None:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_processes(procs)
+        raise
+
+
+def _warm(cell, profile, steps, data_root, device, store):
+    try:
+        _timed_run(cell, capped_profile(profile, steps), data_root, device, store)
+    except Exception:  # noqa: BLE001 -- its row will report the error
+        pass
+
+
 def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, on_row=None,
-            warmup: bool = True, store: str | None = None) -> list[dict]:
+            warmup: bool = True, store: str | None = None, isolate: bool = False) -> list[dict]:
     """Dry-run ``cells`` (:class:`poisonlib.runner.Cell`) at ``profile`` (module docstring).
 
     ``warmup`` first runs the first cell once untimed at the cap, so that one-off costs of the
@@ -208,22 +251,31 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
     ``store``: one results store for all the cells, where each non-target cell's clean model and
     target are built before its clock starts (a grid computes them once, and their cost is their
     own target cells'); by default each run gets a fresh store and pays for its dependencies.
+    ``isolate``: run the cells in one child process (spawned once, reused), so that a cell the
+    system kills at its real size -- the out-of-memory killer sends SIGKILL, which no ``except``
+    sees -- becomes a row with ``status="killed"`` instead of ending the dry run.
 
     Returns one plain dict per cell: ``cell`` (label), ``kind``, ``n_poison``, ``seconds_capped``,
     ``per_step_seconds`` per loop group, ``full_steps``, ``extrapolated_seconds``, ``peak_rss_gib``,
-    ``peak_cuda_gib`` (``None`` off a GPU), ``status`` (``ok`` / ``error``) and ``reason``.
+    ``peak_cuda_gib`` (``None`` off a GPU), ``status`` (``ok`` / ``error`` / ``killed``) and ``reason``.
     ``on_row(row)`` is called after each cell (e.g. to save rows as they come)."""
     from .train import resolve_device
 
     device = str(resolve_device(device))
     rows, cells = [], list(cells)
+    call = _in_child if isolate else (lambda fn, *a, **k: fn(*a, **k))
     if warmup and cells:
-        try:
-            _timed_run(cells[0], capped_profile(profile, steps), data_root, device, store)
-        except Exception:  # noqa: BLE001 -- its row will report the error
-            pass
+        call(_warm, cells[0], profile, steps, data_root, device, store)
     for cell in cells:
-        rows.append(dry_run_cell(cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store))
+        row = call(dry_run_cell, cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store)
+        if row is None:
+            row = dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
+                       profile=get_profile(profile).name, steps=steps, full_steps=step_counts(cell, profile), n_poison=None,
+                       seconds_capped=None, per_step_seconds={}, extrapolated_seconds=None, extrapolation=None, peak_rss_gib=None,
+                       peak_cuda_gib=None, fit_steps={}, status="killed", deps=None,
+                       reason="the process running it was killed at its real size (SIGKILL; the usual sender is the "
+                              "out-of-memory killer: it needs more memory than this machine has)")
+        rows.append(row)
         if on_row is not None:
             on_row(rows[-1])
     return rows
@@ -237,7 +289,7 @@ def cost_class(cell) -> tuple:
 
 
 def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = False, on_row=None,
-                 store: str | None = None) -> list[dict]:
+                 store: str | None = None, isolate: bool = False) -> list[dict]:
     """Dry-run one cell of each cost class of ``cells`` (:func:`cost_class`) and price the grid:
     each row gains ``cells`` (how many of the grid's cells it stands for) and
     ``extrapolated_total_seconds``. Cells the profile does not run, and cells whose ε_d is
@@ -266,5 +318,6 @@ def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1
 
     with contextlib.ExitStack() as stack:  # one store for the grid: dependencies built once, outside the cells' clocks
         store = store or stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-store-"))
-        rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced, store=store)
+        rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced, store=store,
+                       isolate=isolate)
     return rows + skipped

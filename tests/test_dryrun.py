@@ -66,3 +66,27 @@ def test_a_shared_store_builds_dependencies_before_the_clock_and_once(tmp_path):
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert [r["deps"] for r in rows] == ["built before the clock (shared store)"] * 2 + ["in the timed run"]
     assert seen[0] == seen[1] == seen[2] >= 2  # clean model and target built for the first cell, reused by the second
+
+
+def test_isolated_dry_runs_turn_a_killed_child_into_a_row_and_go_on(monkeypatch):
+    """isolate=True: the cells run in a child process; one killed by the system (here: the child exits
+    abruptly, as under the out-of-memory killer's SIGKILL) becomes a ``killed`` row and the next cell runs."""
+    import os
+
+    import poisonlib.dryrun as D
+
+    calls = []
+    real = D._in_child
+
+    def child_dies_once(fn, *args, **kwargs):
+        calls.append(fn.__name__)
+        if len(calls) == 1:
+            assert real(os._exit, 137) is None  # the child really dies; the pool is replaced
+            return None
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(D, "_in_child", child_dies_once)
+    cells = [Cell("target", "mnist", "lr", 1.0), Cell("target", "mnist", "lr", 1.0, target="randompc")]
+    killed, ok = D.dry_run(cells, "smoke", device="cpu", warmup=False, fit=False, isolate=True)
+    assert killed["status"] == "killed" and "out-of-memory" in killed["reason"] and killed["extrapolated_seconds"] is None
+    assert ok["status"] == "ok" and ok["seconds_capped"] > 0
