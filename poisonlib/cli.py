@@ -322,10 +322,10 @@ def cmd_report(args) -> int:
         print()
     from .claims import evidence, judge, ledger_table
 
-    ev = {} if args.run else evidence.collect(args.profile, data_root=args.data_root, compute=False)
-    if lacking := [k for k in ("or", "gaussian10", "fig5") if ev and k not in ev["sweeps"]] + (["mnist17"] if ev and not ev["transition"] else []):
+    ev = evidence.collect(args.profile, data_root=args.data_root, compute=args.run)
+    if lacking := evidence.lacking(ev):
         print(f"the store lacks the claims' sweeps {', '.join(lacking)} (their claims are not testable); --run computes them\n")
-    cl = judge(es, rows_by_protocol, args.profile, data_root=args.data_root, compute=args.run)
+    cl = judge(es, rows_by_protocol, args.profile, data_root=args.data_root, compute=args.run, evidence=ev)
     csv, js = reproduction.write(es, cl)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
         if args.all:

@@ -154,15 +154,20 @@ def _timed_run(cell, prof, data_root, device, store=None):
     return secs, peak.rss, peak.cuda_peak, rec
 
 
+def _row(cell, prof, device, steps, fit, store, **status) -> dict:
+    """A dry-run row before measuring (``status`` overrides, e.g. a killed cell's)."""
+    return {**dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
+                   profile=prof.name, steps=steps, full_steps=step_counts(cell, prof), n_poison=None, seconds_capped=None,
+                   per_step_seconds={}, extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None,
+                   peak_cuda_gib=None, fit_steps={}, status="ok", reason=None,
+                   deps="built before the clock (shared store)" if store and cell.kind != "target" else "in the timed run"), **status}
+
+
 def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, store: str | None = None) -> dict:
     """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
     prof = get_profile(profile)
     counts = step_counts(cell, prof)
-    row = dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
-               profile=prof.name, steps=steps, full_steps=counts, n_poison=None, seconds_capped=None, per_step_seconds={},
-               extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None, peak_cuda_gib=None,
-               fit_steps={}, status="ok", reason=None,
-               deps="built before the clock (shared store)" if store and cell.kind != "target" else "in the timed run")
+    row = _row(cell, prof, device, steps, fit, store)
     rss, cuda_peaks = [], []
     try:
         t_k, r, c, rec = _timed_run(cell, capped_profile(prof, steps), data_root, device, store)
@@ -199,39 +204,27 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
     return row
 
 
-#: The child process of ``isolate=True`` dry runs (spawned once, replaced when killed).
+#: The child process of ``isolate=True`` dry runs: a one-worker :class:`~poisonlib.executors.LocalExecutor` pool
+#: (spawned once, reused; its workers ignore Ctrl-C and end with the driver), replaced when killed.
 _CHILD: list = [None]
-
-
-def _child():
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from ._lifecycle import worker_init
-
-    if _CHILD[0] is None:  # the executors' worker initialiser: ignores Ctrl-C (the driver stops it), ends with the driver
-        _CHILD[0] = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=worker_init, initargs=(os.getpid(),))
-    return _CHILD[0]
 
 
 def _in_child(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` in the child process; ``None`` if the child died meanwhile (a new one is started next)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from ._lifecycle import stop_on_signals, stop_processes
+    from ._lifecycle import stop_on_signals
+    from .executors import LocalExecutor
 
+    ex = _CHILD[0] = _CHILD[0] or LocalExecutor(jobs=1)
     try:
         with stop_on_signals():
-            return _child().submit(fn, *args, **kwargs).result()
+            return ex.pool().submit(fn, *args, **kwargs).result()
     except BrokenProcessPool:
-        _CHILD[0] = None
+        ex.stop()
         return None
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: the child stops now, not when its cell is done
-        pool, _CHILD[0] = _CHILD[0], None
-        if pool is not None:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            stop_processes(procs)
+        ex.stop()
         raise
 
 
@@ -269,10 +262,7 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
     for cell in cells:
         row = call(dry_run_cell, cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store)
         if row is None:
-            row = dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
-                       profile=get_profile(profile).name, steps=steps, full_steps=step_counts(cell, profile), n_poison=None,
-                       seconds_capped=None, per_step_seconds={}, extrapolated_seconds=None, extrapolation=None, peak_rss_gib=None,
-                       peak_cuda_gib=None, fit_steps={}, status="killed", deps=None,
+            row = _row(cell, get_profile(profile), device, steps, fit, store, status="killed", extrapolation=None,
                        reason="the process running it was killed at its real size (SIGKILL; the usual sender is the "
                               "out-of-memory killer: it needs more memory than this machine has)")
         rows.append(row)

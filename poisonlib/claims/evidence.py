@@ -135,10 +135,16 @@ def collect(profile, *, seed: int = 0, data_root=None, results_dir=None, compute
     return {"sweeps": {k: v for k, v in got.items() if k != "transition"}, "transition": got.get("transition")}
 
 
-def judge(entries: list[dict], rows_by_protocol: dict, profile, *, data_root=None, compute: bool = True) -> list[dict]:
+def lacking(ev: dict) -> list[str]:
+    """The sweeps a :func:`collect` result lacks (what ``compute=False`` found missing in the store)."""
+    return [k for k in ("or", "gaussian10", "fig5") if k not in ev["sweeps"]] + ([] if ev["transition"] else ["mnist17"])
+
+
+def judge(entries: list[dict], rows_by_protocol: dict, profile, *, data_root=None, compute: bool = True, evidence: dict | None = None) -> list[dict]:
     """The ledger of ``profile`` for the protocols of ``rows_by_protocol``, judged on the report's ``entries``,
     the grids' rows (with :data:`PLATEAU_GRIDS` added) and this module's sweeps (:func:`collect`): what the
-    report page, the summary page and ``poisonlib report`` print. ``compute=False`` reads the store only."""
+    report page, the summary page and ``poisonlib report`` print. ``compute=False`` reads the store only;
+    ``evidence``: a :func:`collect` result already in hand."""
     from ..experiments import get_profile
     from ._core import ledger
 
@@ -147,7 +153,7 @@ def judge(entries: list[dict], rows_by_protocol: dict, profile, *, data_root=Non
     from ..scheduler import run_experiment
 
     prof = get_profile(profile)
-    ev = collect(prof, data_root=data_root, compute=compute)
+    ev = evidence or collect(prof, data_root=data_root, compute=compute)
     rows = {p: dict(rs) for p, rs in rows_by_protocol.items()}
     for p, rs in rows.items():  # claim 7's grids (the GC-curves chapter's), which the report's tables do not include
         for grid in PLATEAU_GRIDS:
