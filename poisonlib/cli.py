@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run one cell of each cost class at its real size with every loop capped, and print its extrapolated cost "
                      "and peak memory (nothing is stored); exits 1 if a cell fails at its real size")
     run.add_argument("--dry-run-steps", type=_jobs, default=1, help="steps each loop runs in a dry run (default 1)")
+    run.add_argument("--dry-run-inner", type=_jobs, default=2, help="items each loop inside a step runs in a dry run (default 2)")
     run.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the seeds of the attack cells (GC, baselines, defenses)")
     run.add_argument("--force", action="store_true", help="recompute cells even when a stored result exists")
     run.add_argument("--csv", default=None, help="also write the rows to this CSV file")
@@ -285,7 +286,7 @@ def _dry_run(args, exp) -> int:
 
     prof = get_profile(args.profile)
     cells = restrict([dataclasses.replace(c, protocol=args.protocol) for c in exp.cells(prof)], seeds=args.seeds)
-    rows = dry_run_grid(cells, prof, data_root=args.data_root, device=args.device, steps=args.dry_run_steps, isolate=True,
+    rows = dry_run_grid(cells, prof, data_root=args.data_root, device=args.device, steps=args.dry_run_steps, isolate=True, inner=args.dry_run_inner,
                         on_row=lambda r: print(f"{exp.name} [{prof.name}, dry run] {r['cell']}: {r['status']}", file=sys.stderr, flush=True))
     df = pd.DataFrame(rows)
     cols = [c for c in ("status", "cell", "cells", "n_poison", "seconds_capped", "extrapolated_seconds", "extrapolated_total_seconds",

@@ -5,8 +5,18 @@ first steps. :func:`dry_run` runs each cell on its real data (real number of cle
 and poisons, real models) under :func:`capped_profile`, which caps the loops' *outer*
 step counts: training epochs (every :class:`~poisonlib.train.TrainConfig` and the
 released protocol's retraining), GC steps, and the baselines' ``epochs`` / ``steps`` /
-``max_rounds``. Inner loops (TGDA's follower steps and CG iterations, MT's retraining per
-round, MaxUp's copies) keep their values, so that one capped step costs what a real one does.
+``max_rounds``. Inner options (TGDA's follower steps and CG iterations, MT's retraining per
+round, MaxUp's copies) keep their values in the profile, so that one capped step is a real one.
+
+In-step caps (``inner``, default 2). At the paper's sizes one outer step is itself long (an epoch
+of 470 mini-batches, a GC step over 60,000 poisons in chunks, g(μ) over the clean set in 30
+chunks, TGDA's follower steps and CG iterations). Under ``inner=k`` the loops inside a step that
+iterate through :func:`poisonlib._meter.capped` (training batches, gradient chunks, GC batches
+and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks) run their first k
+items, and the time of the items they skip is added linearly (:mod:`poisonlib._meter`); the
+row's ``seconds_capped`` is the wall time actually run, ``seconds_skipped`` what the meter
+added, and every fit below uses their sum. Loops that collect one result per item (per-example
+gradients, outputs) run whole, so that peak memory stays that of the real step.
 
 Extrapolation (a linear fit per loop). A cell's wall time is modelled as
 t = t_fixed + Σ_g b_g · s_g over its loop groups g (``train``: training epochs; ``attack``:
@@ -43,6 +53,7 @@ from dataclasses import replace
 
 import torch
 
+from ._meter import metering
 from .attacks.gc import n_poison_points
 from .experiments import get_profile
 
@@ -133,10 +144,15 @@ def _find(record, key):
     return None
 
 
-def _timed_run(cell, prof, data_root, device, store=None):
-    """Seconds, peak RSS, CUDA peak and the record of one run of ``cell``: in a fresh store, or for a non-target
-    cell with ``store`` in that one, where its clean model and target are built (or found) before the clock starts.
-    A target cell always runs in a fresh store: building its target (and clean model) is its cost."""
+def _meter(inner):
+    return metering(inner) if inner else contextlib.nullcontext(None)
+
+
+def _timed_run(cell, prof, data_root, device, store=None, inner=None):
+    """Wall seconds, seconds the in-step caps skipped, peak RSS, CUDA peak, the record and the capped loops
+    (``{name: "ran/total"}``) of one run of ``cell``: in a fresh store, or for a non-target cell with ``store``
+    in that one, where its clean model and target are built (or found) before the clock starts (under the same
+    in-step caps). A target cell always runs in a fresh store: building its target (and clean model) is its cost."""
     shared = bool(store) and cell.kind != "target"
     with contextlib.ExitStack() as stack:
         root = store if shared else stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-"))
@@ -144,33 +160,39 @@ def _timed_run(cell, prof, data_root, device, store=None):
         if shared:
             from .pipeline import _target
 
-            _target(spec, spec.load_data(), results_dir=root, progress=False)
-        with _Peak(device) as peak:
+            with _meter(inner):
+                _target(spec, spec.load_data(), results_dir=root, progress=False)
+        with _Peak(device) as peak, _meter(inner) as meter:
             t0 = time.perf_counter()
             rec = spec.run(results_dir=root, force=True, progress=False)
             if peak.cuda:
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
-    return secs, peak.rss, peak.cuda_peak, rec
+    loops = {} if meter is None else {k: f"{v['ran']}/{v['total']}" for k, v in meter.loops.items() if v["ran"] < v["total"]}
+    return secs, (0.0 if meter is None else meter.extra), peak.rss, peak.cuda_peak, rec, loops
 
 
-def _row(cell, prof, device, steps, fit, store, **status) -> dict:
+def _row(cell, prof, device, steps, fit, store, inner=None, **status) -> dict:
     """A dry-run row before measuring (``status`` overrides, e.g. a killed cell's)."""
     return {**dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
-                   profile=prof.name, steps=steps, full_steps=step_counts(cell, prof), n_poison=None, seconds_capped=None,
+                   profile=prof.name, steps=steps, inner=inner, full_steps=step_counts(cell, prof), n_poison=None, seconds_capped=None,
+                   seconds_skipped=None, capped_loops={},
                    per_step_seconds={}, extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None,
                    peak_cuda_gib=None, fit_steps={}, status="ok", reason=None,
                    deps="built before the clock (shared store)" if store and cell.kind != "target" else "in the timed run"), **status}
 
 
-def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, store: str | None = None) -> dict:
+def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, store: str | None = None,
+                 inner: int | None = 2) -> dict:
     """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
     prof = get_profile(profile)
     counts = step_counts(cell, prof)
-    row = _row(cell, prof, device, steps, fit, store)
+    row = _row(cell, prof, device, steps, fit, store, inner)
     rss, cuda_peaks = [], []
     try:
-        t_k, r, c, rec = _timed_run(cell, capped_profile(prof, steps), data_root, device, store)
+        wall, skipped, r, c, rec, loops = _timed_run(cell, capped_profile(prof, steps), data_root, device, store, inner)
+        t_k = wall + skipped
+        row.update(seconds_skipped=skipped, capped_loops=loops)
         rss.append(r), cuda_peaks.append(c)
         n_p = _find(rec, "n_poison")
         row["n_poison"] = int(n_p) if n_p is not None else (n_poison_points(cell.eps_d, _find(rec, "n_clean"))
@@ -181,7 +203,8 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
                 s = steps
                 while s < full:  # more steps until they cost clearly more than the timing noise, or all are run
                     s = min(full, 2 * steps if s == steps else GROW * s)
-                    t_g, r, c, _ = _timed_run(cell, capped_profile(prof, steps, **{group: s}), data_root, device, store)
+                    wall_g, skipped_g, r, c, _, _ = _timed_run(cell, capped_profile(prof, steps, **{group: s}), data_root, device, store, inner)
+                    t_g = wall_g + skipped_g
                     rss.append(r), cuda_peaks.append(c)
                     if t_g - t_k > max(NOISE_FRAC * t_k, NOISE_S):
                         break
@@ -192,7 +215,7 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
                     total += b * (full - steps)
         else:
             total = t_k * max(counts.values()) / steps
-        row.update(seconds_capped=t_k, extrapolated_seconds=total)
+        row.update(seconds_capped=wall, extrapolated_seconds=total)
     except Exception as e:  # noqa: BLE001 -- a cell failing at real size is a result, reported as a row
         msg = str(e).strip().splitlines()
         row.update(status="error", reason=f"{type(e).__name__}: {msg[0] if msg else ''}"[:500])
@@ -228,15 +251,15 @@ def _in_child(fn, *args, **kwargs):
         raise
 
 
-def _warm(cell, profile, steps, data_root, device, store):
+def _warm(cell, profile, steps, data_root, device, store, inner=None):
     try:
-        _timed_run(cell, capped_profile(profile, steps), data_root, device, store)
+        _timed_run(cell, capped_profile(profile, steps), data_root, device, store, inner)
     except Exception:  # noqa: BLE001 -- its row will report the error
         pass
 
 
 def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, on_row=None,
-            warmup: bool = True, store: str | None = None, isolate: bool = False) -> list[dict]:
+            warmup: bool = True, store: str | None = None, isolate: bool = False, inner: int | None = 2) -> list[dict]:
     """Dry-run ``cells`` (:class:`poisonlib.runner.Cell`) at ``profile`` (module docstring).
 
     ``warmup`` first runs the first cell once untimed at the cap, so that one-off costs of the
@@ -247,6 +270,7 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
     ``isolate``: run the cells in one child process (spawned once, reused), so that a cell the
     system kills at its real size -- the out-of-memory killer sends SIGKILL, which no ``except``
     sees -- becomes a row with ``status="killed"`` instead of ending the dry run.
+    ``inner``: the in-step cap (module docstring); ``None`` runs every step whole.
 
     Returns one plain dict per cell: ``cell`` (label), ``kind``, ``n_poison``, ``seconds_capped``,
     ``per_step_seconds`` per loop group, ``full_steps``, ``extrapolated_seconds``, ``peak_rss_gib``,
@@ -258,11 +282,11 @@ def dry_run(cells, profile="paper", *, data_root=None, device="cpu", steps: int 
     rows, cells = [], list(cells)
     call = _in_child if isolate else (lambda fn, *a, **k: fn(*a, **k))
     if warmup and cells:
-        call(_warm, cells[0], profile, steps, data_root, device, store)
+        call(_warm, cells[0], profile, steps, data_root, device, store, inner)
     for cell in cells:
-        row = call(dry_run_cell, cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store)
+        row = call(dry_run_cell, cell, profile, data_root=data_root, device=device, steps=steps, fit=fit, store=store, inner=inner)
         if row is None:
-            row = _row(cell, get_profile(profile), device, steps, fit, store, status="killed", extrapolation=None,
+            row = _row(cell, get_profile(profile), device, steps, fit, store, inner, status="killed", extrapolation=None,
                        reason="the process running it was killed at its real size (SIGKILL; the usual sender is the "
                               "out-of-memory killer: it needs more memory than this machine has)")
         rows.append(row)
@@ -279,7 +303,7 @@ def cost_class(cell) -> tuple:
 
 
 def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = False, on_row=None,
-                 store: str | None = None, isolate: bool = False) -> list[dict]:
+                 store: str | None = None, isolate: bool = False, inner: int | None = 2) -> list[dict]:
     """Dry-run one cell of each cost class of ``cells`` (:func:`cost_class`) and price the grid:
     each row gains ``cells`` (how many of the grid's cells it stands for) and
     ``extrapolated_total_seconds``. Cells the profile does not run, and cells whose ε_d is
@@ -309,5 +333,5 @@ def dry_run_grid(cells, profile, *, data_root=None, device="cpu", steps: int = 1
     with contextlib.ExitStack() as stack:  # one store for the grid: dependencies built once, outside the cells' clocks
         store = store or stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-store-"))
         rows = dry_run([cs[0] for cs in groups], prof, data_root=data_root, device=device, steps=steps, fit=fit, on_row=priced, store=store,
-                       isolate=isolate)
+                       isolate=isolate, inner=inner)
     return rows + skipped

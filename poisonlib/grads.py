@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
+from ._meter import capped
 from ._validation import check_choice
 from .models import loss_fn
 
@@ -28,7 +29,7 @@ def sum_gradient(model, params: dict, x, y, task: str, *, chunk: int = 2048) -> 
     loss = loss_fn(task, reduction="sum")
     dev = next(iter(params.values())).device
     total = {k: torch.zeros_like(v) for k, v in params.items()}
-    for i in range(0, len(x), chunk):
+    for i in capped(range(0, len(x), chunk), "gradient chunks"):
         p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         out = functional_call(model, p, (x[i : i + chunk].to(dev),))
         gs = torch.autograd.grad(loss(out, y[i : i + chunk].to(dev)), list(p.values()))
@@ -115,7 +116,7 @@ def conjugate_gradient(hvp, b, iters: int, tol: float = 1e-10):
     r = b.clone()
     p = r.clone()
     rs = r @ r
-    for _ in range(iters):
+    for _ in capped(range(iters), "CG iterations"):
         hp = hvp(p)
         alpha = rs / (p @ hp)
         u = u + alpha * p

@@ -325,8 +325,10 @@ def paper_cost(path: str | None = None, timings: str | None = None, profile="pap
                     "command": f"poisonlib run {g} --profile paper --data-root DATA --executor slurm"})
     classes = pd.DataFrame([{"cell": r["cell"], "status": r["status"], "n_poison": r.get("n_poison"),
                              "capped run (s)": None if r["seconds_capped"] is None else round(r["seconds_capped"], 1),
+                             "skipped in-step (s)": None if r.get("seconds_skipped") is None else round(r["seconds_skipped"], 1),
                              "estimate (h)": None if r["extrapolated_seconds"] is None else round(r["extrapolated_seconds"] / 3600, 2),
-                             "peak RSS (GiB)": r.get("peak_rss_gib"), "reason": r.get("reason") or ""} for r in run["classes"]])
-    meta = {k: run.get(k) for k in ("machine", "device", "data", "steps", "extrapolation", "wall_s", "date", "commit", "budget_s")}
+                             "peak RSS (GiB)": r.get("peak_rss_gib"),
+                             "reason / note": r.get("reason") or r.get("note") or ""} for r in run["classes"]])
+    meta = {k: run.get(k) for k in ("machine", "device", "data", "steps", "inner", "extrapolation", "wall_s", "date", "commit", "budget_s")}
     meta["not_reached"] = len(run.get("not_reached", []))
     return pd.DataFrame(out), classes, meta

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from ._meter import capped
 from ._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from .models import loss_fn, predict
 
@@ -124,7 +125,7 @@ def train(
     for _ in bar:
         perm = torch.randperm(n, generator=gen).to(dev) if bs < n else torch.arange(n, device=dev)
         total = 0.0
-        for start in range(0, n, bs):
+        for start in capped(range(0, n, bs), "training batches"):
             idx = perm[start : start + bs]
 
             def closure():

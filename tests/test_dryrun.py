@@ -90,3 +90,14 @@ def test_isolated_dry_runs_turn_a_killed_child_into_a_row_and_go_on(monkeypatch)
     killed, ok = D.dry_run(cells, "smoke", device="cpu", warmup=False, fit=False, isolate=True)
     assert killed["status"] == "killed" and "out-of-memory" in killed["reason"] and killed["extrapolated_seconds"] is None
     assert ok["status"] == "ok" and ok["seconds_capped"] > 0
+
+
+def test_in_step_caps_run_few_items_and_add_the_skipped_ones():
+    """``inner=1``: the loops inside a step run one item each (listed as ran/total) and the skipped
+    items' time is added to the fit; ``inner=None`` runs every step whole and adds nothing."""
+    cell = Cell("gc", "mnist", "nn", 0.5, eps_d=0.1)
+    capped, whole = (dry_run([cell], "smoke", device="cpu", warmup=False, fit=False, inner=k)[0] for k in (1, None))
+    assert capped["status"] == whole["status"] == "ok" and capped["n_poison"] == whole["n_poison"]
+    assert capped["inner"] == 1 and capped["seconds_skipped"] > 0
+    assert capped["capped_loops"].get("training batches", "").startswith("2/")  # one batch in each training run
+    assert whole["capped_loops"] == {} and whole["seconds_skipped"] == 0.0

@@ -107,3 +107,52 @@ def test_bad_chunk_size(mnist):
     for bad in (0, "big", 2.5):
         with pytest.raises(PoisonlibError, match="chunk_size"):
             gradient_canceling(m, mnist.x_train[:100], mnist.y_train[:100], mnist.task, 0.1, epochs=1, device="cpu", chunk_size=bad)
+
+
+@pytest.mark.parametrize("name", ["lr", "nn", "cnn"])
+def test_tgda_total_gradient_chunked_equals_whole(mnist, name):
+    """TGDA's total gradient (∇L_val, the Hessian products of CG, the poisons' pullback) summed over
+    chunks of the points (a size dividing nothing) equals the one-graph computation."""
+    from poisonlib.attacks.tgda import total_gradient
+
+    ds = mnist
+    m = _model(name, ds)
+    x, y = ds.x_train[:120].double(), ds.y_train[:120]
+    w = target_params(m)
+    x_p = (x[:25] + 0.05 * torch.randn(25, *x.shape[1:], generator=torch.Generator().manual_seed(1), dtype=x.dtype)).clamp(0, 1)
+    y_p = (y[:25] + 3) % 10
+    xv, yv = ds.x_train[200:260].double(), ds.y_train[200:260]
+    g1, l1 = total_gradient(m, w, x, y, x_p, y_p, xv, yv, ds.task, cg_iters=5)
+    g2, l2 = total_gradient(m, w, x, y, x_p, y_p, xv, yv, ds.task, cg_iters=5, chunk=17)
+    assert float(g1.abs().max()) > 0
+    assert _close(g2, g1) < TOL and abs(l2 - l1) <= TOL * abs(l1)
+
+
+def test_tgda_run_chunked_equals_unchunked(mnist):
+    """A whole TGDA run (follower steps in chunks too) ends at the same poisons; ``"auto"`` leaves
+    MNIST-sized runs in one graph (no ``chunk_size`` in the config) and records a forced chunk."""
+    from poisonlib.attacks.tgda import tgda
+
+    ds = mnist
+    x, y = ds.x_train[:150].double(), ds.y_train[:150]
+    runs = [tgda(_model("nn", ds), x, y, ds.task, 0.1, epochs=2, follower_steps=2, cg_iters=4, box=(0.0, 1.0), device="cpu",
+                 progress=False, chunk_size=c) for c in ("auto", 11)]
+    assert "chunk_size" not in runs[0].config and runs[1].config["chunk_size"] == 11
+    assert _close(runs[1].x, runs[0].x) < TOL
+    with pytest.raises(Exception, match="chunk_size"):
+        tgda(_model("nn", ds), x, y, ds.task, 0.1, epochs=1, chunk_size="big", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("name", ["lr", "nn", "cnn"])
+def test_gm_run_chunked_equals_unchunked(mnist, name):
+    """Gradient Matching with its dissimilarity's gradient (and g_J) in chunks ends at the same poisons
+    and final dissimilarity as the one-graph run; ``"auto"`` keeps MNIST-sized runs in one graph."""
+    from poisonlib.attacks.gm import gradient_matching
+
+    ds = mnist
+    x, y = ds.x_train[:150].double(), ds.y_train[:150]
+    runs = [gradient_matching(_model(name, ds), x, y, ds.task, 0.1, steps=3, optimizer="adam", lr=0.01, box=(0.0, 1.0), device="cpu",
+                              progress=False, chunk_size=c) for c in ("auto", 4)]
+    assert "chunk_size" not in runs[0].config and runs[1].config["chunk_size"] == 4
+    assert _close(runs[1].x, runs[0].x) < TOL
+    assert abs(runs[1].history["final_dissimilarity"] - runs[0].history["final_dissimilarity"]) <= TOL

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from .._meter import capped
 from .._validation import CellFailed, PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
 from ..results import atomic_torch_save
@@ -352,7 +353,7 @@ def gradient_canceling(
             _project(x_p, lo, hi)
         else:
             order = torch.randperm(n_p, generator=gen).to(dev) if batch_size < n_p else None
-            for i in range(0, n_p, batch_size):
+            for i in capped(range(0, n_p, batch_size), "GC batches"):
                 idx = None if order is None else order[i : i + batch_size]
                 xb = x_p.detach() if idx is None else x_p.detach()[idx]
                 yb = y_p.detach() if idx is None else y_p.detach()[idx]

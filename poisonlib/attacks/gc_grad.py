@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .._meter import capped
 from .._validation import PoisonlibError, check_choice, check_int
 from ..grads import sum_gradient
 from ..models import LinearModel, loss_fn
@@ -163,11 +164,15 @@ def chunked_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="auto",
     s = sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk_size)
     r = {k: g_mu[k] + c * s[k] for k in params}
     obj = 0.5 * sum((t * t).sum() for t in r.values())
-    parts = [_chunk_pullback(model, params, x_p[i : i + chunk_size], y_p[i : i + chunk_size], r, c, task, method, wrt_labels)
-             for i in range(0, len(x_p), chunk_size)]
-    if wrt_labels:
-        return (torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])), obj.detach()
-    return torch.cat(parts), obj.detach()
+    gx = torch.zeros_like(x_p)
+    gy = torch.zeros_like(y_p) if wrt_labels else None
+    for i in capped(range(0, len(x_p), chunk_size), "GC poison chunks"):  # written in place: no second copy
+        part = _chunk_pullback(model, params, x_p[i : i + chunk_size], y_p[i : i + chunk_size], r, c, task, method, wrt_labels)
+        if wrt_labels:
+            gx[i : i + chunk_size], gy[i : i + chunk_size] = part
+        else:
+            gx[i : i + chunk_size] = part
+    return ((gx, gy) if wrt_labels else gx), obj.detach()
 
 
 def _chunk_pullback(model, params, x, y, r, c, task, method, wrt_labels):

@@ -56,10 +56,12 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
-from ..grads import flat, target_params
+from .._meter import capped
+from ..grads import flat, sum_gradient, target_params
 from ..models import loss_fn
 from ..train import resolve_device, show_progress
 from .gc import GCResult, _init_poisons, n_poison_points
+from .gc_grad import resolve_chunk_size
 
 OPTIMIZERS = ("signadam", "adam")
 #: Witches' Brew's default ℓ∞ radius, 16/255 (pixels in [0, 1]).
@@ -84,8 +86,40 @@ def dissimilarity(model, params, g_j, x_p, y_p, task, *, create_graph=False):
     return 1 - (g_j @ gp) / (g_j.norm() * gp.norm()).clamp_min(1e-30)
 
 
-def _reversed_gradient(model, params, x_clean, y_clean, task, target):
-    """g_J = ∇_w J(μ; w) at the clean model, as one flat vector."""
+def _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, wrt_labels=False):
+    """(S, ∂S/∂x_p, ∂S/∂y_p or None) of :func:`dissimilarity` with at most ``chunk`` poisons in one graph.
+
+    Pass 1: G = (1/n_p) Σ_j ∇_w ℓ(z_j) without a graph and u = ∂S/∂G (a constant vector); pass 2,
+    per chunk C: ∂S/∂x_C = ∇_{x_C} (1/n_p) ⟨Σ_{j∈C} ∇_w ℓ(z_j), u⟩ (GC's chunk pullback, Eq. 34 with
+    r = u). The same gradient as the one-graph computation, summed in another order."""
+    from .gc_grad import _chunk_pullback
+
+    names = list(params)
+    G = flat(sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk)).requires_grad_(True) / len(x_p)
+    S = 1 - (g_j @ G) / (g_j.norm() * G.norm()).clamp_min(1e-30)
+    u = torch.autograd.grad(S, G)[0]
+    r, i = {}, 0
+    for k in names:
+        r[k] = u[i : i + params[k].numel()].reshape(params[k].shape)
+        i += params[k].numel()
+    gx = torch.zeros_like(x_p)
+    gy = torch.zeros_like(y_p) if wrt_labels else None
+    for a in capped(range(0, len(x_p), chunk), "GM poison chunks"):
+        part = _chunk_pullback(model, params, x_p[a : a + chunk].detach(), y_p[a : a + chunk].detach(), r, 1 / len(x_p), task,
+                               "double_backward", wrt_labels)
+        if wrt_labels:
+            gx[a : a + chunk], gy[a : a + chunk] = part
+        else:
+            gx[a : a + chunk] = part
+    return S.detach(), gx, gy
+
+
+def _reversed_gradient(model, params, x_clean, y_clean, task, target, chunk=None):
+    """g_J = ∇_w J(μ; w) at the clean model, as one flat vector (summed over chunks of ``chunk`` points if given)."""
+    if chunk is not None and chunk < len(x_clean):
+        parts = [_reversed_gradient(model, params, x_clean[a : a + chunk], y_clean[a : a + chunk], task, target) * len(x_clean[a : a + chunk])
+                 for a in capped(range(0, len(x_clean), chunk), "gradient chunks")]
+        return sum(parts) / len(x_clean)
     target_out = None
     if task == "regression":
         with torch.no_grad():
@@ -111,7 +145,7 @@ def _random_start(base, eps, box, seed):
     return project(base + delta, base, eps, box)
 
 
-def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, base=None, eps=None):
+def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, base=None, eps=None, chunk=None):
     x_p = x0.clone().requires_grad_(True)
     y_p = y0.clone().requires_grad_(optimize_labels)
     leaves = [x_p, y_p] if optimize_labels else [x_p]
@@ -120,10 +154,15 @@ def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, op
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
     trace = []
     for _ in range(steps):
-        s = dissimilarity(model, params, g_j, x_p, y_p, task, create_graph=True)
-        trace.append(float(s.detach()))
         opt.zero_grad(set_to_none=True)
-        s.backward()
+        if chunk is None:
+            s = dissimilarity(model, params, g_j, x_p, y_p, task, create_graph=True)
+            s.backward()
+        else:
+            s, x_p.grad, gy = _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, optimize_labels)
+            if optimize_labels:
+                y_p.grad = gy
+        trace.append(float(s.detach()))
         if optimizer == "signadam":
             for t in leaves:
                 t.grad.sign_()
@@ -134,7 +173,8 @@ def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, op
                 x_p.copy_(project(x_p, base, eps, box))
         bar.update()
         bar.set_postfix(dissimilarity=f"{trace[-1]:.3g}")
-    final = float(dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task))
+    final = float(dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task) if chunk is None else
+                  _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk)[0])
     return x_p.detach(), y_p.detach(), trace, final
 
 
@@ -156,6 +196,7 @@ def gradient_matching(
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> GCResult:
     """Gradient Matching (Eq. 36) against the fixed clean ``model``.
 
@@ -176,6 +217,10 @@ def gradient_matching(
         (Witches' Brew: 16/255, the default); ``None``: no ball.
     box : feature box (lo, hi) the poisons are projected onto; ``None``: unbounded.
     optimize_labels : also move the (continuous) labels; regression only.
+    chunk_size : at most this many poisons (and clean points, for g_J) in one graph; ``"auto"``
+        (default) / ``None``: one graph while the poisons fit GC's memory budget
+        (:func:`~poisonlib.attacks.gc_grad.resolve_chunk_size`), as every MNIST-5k run does;
+        the chunk used, if any, is ``config["chunk_size"]``.
 
     Returns
     -------
@@ -207,7 +252,10 @@ def gradient_matching(
     if target is not None:
         target = target.to(dev).eval()
     params = target_params(model)
-    g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target)
+    chunk = resolve_chunk_size(chunk_size, model, params, x_clean, y_clean, task, "double_backward", n_p, dev)
+    if chunk is not None:
+        config["chunk_size"] = chunk
+    g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target, chunk)
     best, finals = None, []
     bar = tqdm(total=steps * restarts, desc=f"GM eps_d={eps_d:g}", disable=not show_progress(progress), leave=False)
     if eps is not None:  # Witches' Brew: fixed base images, a random start in the ball per restart
@@ -219,7 +267,7 @@ def gradient_matching(
             x0, y0, b = x0.to(dev), y0.to(dev), None
         else:
             x0, y0, idx, b = _random_start(base, eps, box, seed + r), y_base, idx_base, base
-        x_p, y_p, trace, final = _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, b, eps)
+        x_p, y_p, trace, final = _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, optimize_labels, bar, b, eps, chunk)
         finals.append(final)
         if best is None or final < best[-1]:
             best = (x_p, y_p, idx, trace, final)

@@ -82,7 +82,8 @@ from tqdm import tqdm
 
 from .._compat import quiet_forward_ad
 from .._validation import CellFailed, PoisonlibError, check_choice, check_finite, check_int, check_positive
-from ..grads import conjugate_gradient, flat, flat_loss, target_params
+from .._meter import capped
+from ..grads import conjugate_gradient, flat, flat_loss, sum_gradient, target_params
 from ..models import loss_fn
 from ..train import resolve_device, show_progress
 from .gc import GCResult, _init_poisons, n_poison_points
@@ -135,47 +136,78 @@ class PoisonGenerator(nn.Module):
         return lo + (hi - lo) * (1 + torch.tanh(torch.atanh(u) + z)) / 2
 
 
-def _follower_steps(model, params, x, y, task, steps, lr):
-    """``steps`` full-batch gradient steps w ← w − lr ∇_w f(w) on the mean loss over (x, y)."""
-    loss = loss_fn(task)
-    g = grad(lambda p: loss(functional_call(model, p, (x,)), y))
-    for _ in range(steps):
+def _follower_steps(model, params, x, y, task, steps, lr, chunk=None):
+    """``steps`` full-batch gradient steps w ← w − lr ∇_w f(w) on the mean loss over (x, y);
+    with ``chunk`` the gradient is summed over chunks of that many points (:func:`~poisonlib.grads.sum_gradient`)."""
+    if chunk is not None and chunk < len(x):
+        g = lambda p: {k: v / len(x) for k, v in sum_gradient(model, p, x, y, task, chunk=chunk).items()}  # noqa: E731
+    else:
+        loss = loss_fn(task)
+        g = grad(lambda p: loss(functional_call(model, p, (x,)), y))
+    for _ in capped(range(steps), "TGDA follower steps"):
         gs = g(params)
         params = {k: params[k] - lr * gs[k] for k in params}
     return params
 
 
-def total_gradient(model, params, x_clean, y_clean, x_p, y_p, x_val, y_val, task, *, cg_iters=16, damping=0.01):
+def _chunks(n: int, chunk):
+    return [(0, n)] if chunk is None or chunk >= n else [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
+def total_gradient(model, params, x_clean, y_clean, x_p, y_p, x_val, y_val, task, *, cg_iters=16, damping=0.01, chunk=None):
     """(dL_val/dx_p, L_val) at follower parameters ``params`` (a dict of tensors).
 
     dL_val/dx_p = −∂_{x_p}⟨∇_w f(w; x_p), v⟩ with v = (H + damping I)⁻¹ ∇_w L_val
     solved by ``cg_iters`` CG iterations; exact (for the follower objective
     f + damping/2 ‖w‖²) when ``params`` minimise that objective and CG converges.
+    ``chunk``: at most that many points in one graph (∇L_val, each Hessian-vector product
+    H u = Σ_c (|c|/N) H_c u and the poisons' pullback are sums over chunks c of the points;
+    the same quantities, summed in another order); ``None``: one graph over all points.
     """
     loss = loss_fn(task)
     names, shapes = list(params), [tuple(t.shape) for t in params.values()]
     theta = flat(params).detach()
     # ∇_w L_val and L_val at the follower
-    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
-    l_val = loss(functional_call(model, p, (x_val,)), y_val)
-    g_val = flat(torch.autograd.grad(l_val, list(p.values())))
+    if chunk is None or chunk >= len(x_val):
+        p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+        l_val = loss(functional_call(model, p, (x_val,)), y_val)
+        g_val = flat(torch.autograd.grad(l_val, list(p.values())))
+    else:
+        g_val = flat(sum_gradient(model, params, x_val, y_val, task, chunk=chunk)) / len(x_val)
+        with torch.no_grad():
+            l_val = sum(loss_fn(task, reduction="sum")(functional_call(model, params, (x_val[a:b],)), y_val[a:b])
+                        for a, b in _chunks(len(x_val), chunk)) / len(x_val)
     # v = (H + damping I)^{-1} ∇_w L_val, H the Hessian of the follower's loss on clean ∪ poisons
     x_all, y_all = torch.cat([x_clean, x_p]), torch.cat([y_clean, y_p])
-    f = flat_loss(model, names, shapes, x_all, y_all, task, damping)
     if not bool(g_val.any()):  # a flat validation loss: no direction to push
         return torch.zeros_like(x_p), float(l_val.detach())
     quiet_forward_ad()
-    v = conjugate_gradient(lambda u: jvp(grad(f), (theta,), (u,))[1], g_val, cg_iters, 1e-10).detach()
+    n_all = len(x_all)
+    if chunk is None or chunk >= n_all:
+        f = flat_loss(model, names, shapes, x_all, y_all, task, damping)
+        hvp = lambda u: jvp(grad(f), (theta,), (u,))[1]  # noqa: E731
+    else:
+        parts = [(b - a, flat_loss(model, names, shapes, x_all[a:b], y_all[a:b], task)) for a, b in _chunks(n_all, chunk)]
+
+        def hvp(u):
+            out = damping * u
+            for m, f_c in capped(parts, "TGDA Hessian chunks"):
+                out = out + (m / n_all) * jvp(grad(f_c), (theta,), (u,))[1]
+            return out
+
+    v = conjugate_gradient(hvp, g_val, cg_iters, 1e-10).detach()
     # only the poisons' share of f depends on x_p: ∂_{x_p} (1/(n+n_p)) Σ_j ⟨∇_w ℓ(z_j; w), v⟩
-    x_p = x_p.detach().requires_grad_(True)
-    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
-    share = loss_fn(task, reduction="sum")(functional_call(model, p, (x_p,)), y_p) / len(x_all)
-    gw = torch.autograd.grad(share, list(p.values()), create_graph=True)
-    mixed = torch.autograd.grad(flat(gw) @ v, x_p)[0]
+    mixed = torch.zeros_like(x_p)
+    for a, b in capped(_chunks(len(x_p), chunk), "TGDA poison chunks"):
+        xc = x_p[a:b].detach().requires_grad_(True)
+        p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+        share = loss_fn(task, reduction="sum")(functional_call(model, p, (xc,)), y_p[a:b]) / n_all
+        gw = torch.autograd.grad(share, list(p.values()), create_graph=True)
+        mixed[a:b] = torch.autograd.grad(flat(gw) @ v, xc)[0]
     return -mixed, float(l_val.detach())
 
 
-def generator_total_gradient(generator, model, params, x_clean, y_clean, x_base, y_p, x_val, y_val, task, *, cg_iters=16, damping=0.01):
+def generator_total_gradient(generator, model, params, x_clean, y_clean, x_base, y_p, x_val, y_val, task, *, cg_iters=16, damping=0.01, chunk=None):
     """(dL_val/dθ, L_val, x_p) for the generator's weights θ at follower parameters ``params``.
 
     x_p = G_θ(y_p, x_base) (reshaped to the clean data's example shape); the
@@ -185,7 +217,8 @@ def generator_total_gradient(generator, model, params, x_clean, y_clean, x_base,
     """
     x_flat = generator(y_p, x_base.reshape(len(x_base), -1))
     x_p = x_flat.reshape(x_base.shape)
-    g, l_val = total_gradient(model, params, x_clean, y_clean, x_p.detach(), y_p, x_val, y_val, task, cg_iters=cg_iters, damping=damping)
+    g, l_val = total_gradient(model, params, x_clean, y_clean, x_p.detach(), y_p, x_val, y_val, task, cg_iters=cg_iters, damping=damping,
+                              chunk=chunk)
     grads = torch.autograd.grad(x_p, list(generator.parameters()), grad_outputs=g)
     return list(grads), l_val, x_p.detach()
 
@@ -199,6 +232,20 @@ def _validation_split(x_clean, y_clean, x_val, y_val, seed):
         rows = [None if t is None else len(t) for t in (x_val, y_val)]
         raise PoisonlibError(f"give both x_val and y_val with the same, non-zero number of rows (got {rows[0]} and {rows[1]})")
     return x_val, y_val
+
+
+def _resolve_chunk(chunk_size, model, params, x, y, task, n_points: int, device):
+    """TGDA's chunk: an int as given, or (``"auto"`` / ``None``) the largest that fits the budget at twice
+    GC's per-point estimate; ``None`` when all ``n_points`` fit in one graph."""
+    if chunk_size is None or chunk_size == "auto":
+        from .gc_grad import GC_MEMORY_BUDGET, gc_bytes_per_poison
+
+        per = 2 * gc_bytes_per_poison(model, params, x[:2].to(device), y[:2].to(device), task)
+        chunk_size = max(1, GC_MEMORY_BUDGET.get(torch.device(device).type, GC_MEMORY_BUDGET["cpu"]) // per)
+    elif isinstance(chunk_size, str):
+        raise PoisonlibError(f"chunk_size must be a positive integer, None or 'auto', got {chunk_size!r}")
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    return None if chunk_size >= n_points else chunk_size
 
 
 def make_generator(d: int, hidden: int | None, box, seed: int, dtype=torch.float32) -> PoisonGenerator:
@@ -231,6 +278,7 @@ def tgda(
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> GCResult:
     """Run TGDA; the leader is a generator network (default) or the poison features.
 
@@ -258,6 +306,13 @@ def tgda(
     box : feature box (lo, hi) the poisons stay in, e.g. ``(0, 1)`` (the generator's
         tanh output is mapped onto it; the poisons-leader is projected onto it);
         ``None``: unbounded (the generator's output head is then linear).
+    chunk_size : at most this many points in one graph (follower gradient, ∇L_val,
+        Hessian-vector products, the poisons' pullback; :func:`total_gradient`).
+        ``"auto"`` (default) / ``None``: one graph while the clean points and poisons fit
+        :data:`~poisonlib.attacks.gc_grad.GC_MEMORY_BUDGET` (per point twice GC's estimate,
+        :func:`~poisonlib.attacks.gc_grad.gc_bytes_per_poison`: the Hessian product carries
+        tangents beside the graph), else the largest chunk that does; MNIST-5k runs are
+        unchunked, as before. The chunk used, if any, is ``config["chunk_size"]``.
 
     Returns
     -------
@@ -292,6 +347,9 @@ def tgda(
 
     follower = copy.deepcopy(model).to(dev).eval()
     params = target_params(follower)
+    chunk = _resolve_chunk(chunk_size, follower, params, x_clean, y_clean, task, n + n_p, dev)
+    if chunk is not None:
+        config["chunk_size"] = chunk
     x0, y_p, init_idx = _init_poisons(x_clean, y_clean, n_p, seed)
     x0, y_p = x0.to(dev), y_p.to(dev)
     xc, yc, xv, yv = x_clean.to(dev), y_clean.to(dev), x_val.to(dev), y_val.to(dev)
@@ -307,13 +365,13 @@ def tgda(
     history = {"val_loss": []}
     bar = tqdm(range(epochs), desc=f"TGDA eps_d={eps_d:g}", disable=not show_progress(progress), leave=False)
     for epoch in bar:
-        params = _follower_steps(follower, params, torch.cat([xc, x_p]), torch.cat([yc, y_p]), task, follower_steps, follower_lr)
+        params = _follower_steps(follower, params, torch.cat([xc, x_p]), torch.cat([yc, y_p]), task, follower_steps, follower_lr, chunk)
         params = {k: t.detach() for k, t in params.items()}
         if leader == "generator":
-            gs, l_val, _ = generator_total_gradient(gen, follower, params, xc, yc, x0, y_p, xv, yv, task, cg_iters=cg_iters, damping=damping)
+            gs, l_val, _ = generator_total_gradient(gen, follower, params, xc, yc, x0, y_p, xv, yv, task, cg_iters=cg_iters, damping=damping, chunk=chunk)
             finite = all(bool(torch.isfinite(t).all()) for t in gs)
         else:
-            g, l_val = total_gradient(follower, params, xc, yc, x_p, y_p, xv, yv, task, cg_iters=cg_iters, damping=damping)
+            g, l_val = total_gradient(follower, params, xc, yc, x_p, y_p, xv, yv, task, cg_iters=cg_iters, damping=damping, chunk=chunk)
             finite = bool(torch.isfinite(g).all())
         if not (finite and math.isfinite(l_val)):
             raise CellFailed(f"TGDA diverged at round {epoch} (validation loss {l_val}); lower follower_lr={follower_lr}")
