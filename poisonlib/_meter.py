@@ -16,10 +16,11 @@ inside a capped loop of epochs is scaled by both). A cell's extrapolated time is
 plus ``m.extra``: linear in each loop's count, which holds where a loop's items cost the same
 (chunks and batches of one size; the last, smaller chunk is counted as a full one, an upper bound).
 
-Only loops whose items are *summed* or are *steps* (parameters moved, nothing collected) are capped;
-loops that collect one result per item (per-example gradients, outputs) run whole, so the shapes
-and the memory of what they build stay those of the real run. A capped run's numbers are wrong by
-design: the dry run reports times and memory only.
+Only loops whose items are *summed* or are *steps* (parameters moved, nothing collected) are capped,
+and evaluations (:func:`poisonlib.train.outputs`), which fill their full-size result with zeros past
+the items they run; other loops that collect one result per item (per-example gradients, features)
+run whole, so the shapes and the memory of what they build stay those of the real run. A capped
+run's numbers are wrong by design: the dry run reports times and memory only.
 """
 
 from __future__ import annotations

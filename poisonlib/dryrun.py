@@ -11,12 +11,13 @@ round, MaxUp's copies) keep their values in the profile, so that one capped step
 In-step caps (``inner``, default 2). At the paper's sizes one outer step is itself long (an epoch
 of 470 mini-batches, a GC step over 60,000 poisons in chunks, g(μ) over the clean set in 30
 chunks, TGDA's follower steps and CG iterations). Under ``inner=k`` the loops inside a step that
-iterate through :func:`poisonlib._meter.capped` (training batches, gradient chunks, GC batches
-and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks) run their first k
-items, and the time of the items they skip is added linearly (:mod:`poisonlib._meter`); the
-row's ``seconds_capped`` is the wall time actually run, ``seconds_skipped`` what the meter
-added, and every fit below uses their sum. Loops that collect one result per item (per-example
-gradients, outputs) run whole, so that peak memory stays that of the real step.
+iterate through :func:`poisonlib._meter.capped` (training and evaluation batches, gradient chunks,
+GC batches and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks, Gradient
+Matching's restarts) run their first k items, and the time of the items they skip is added
+linearly (:mod:`poisonlib._meter`); the row's ``seconds_capped`` is the wall time actually run,
+``seconds_skipped`` what the meter added, and every fit below uses their sum. Loops that collect
+one result per item (per-example gradients, features) run whole, so that peak memory stays that
+of the real step; an evaluation keeps its full-size output, zero past the batches it ran.
 
 Extrapolation (a linear fit per loop). A cell's wall time is modelled as
 t = t_fixed + Σ_g b_g · s_g over its loop groups g (``train``: training epochs; ``attack``:

@@ -74,8 +74,10 @@ def flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in vals])
 
 
-def per_example_gradients(model, x, y, task: str, *, params: dict | None = None, chunk: int = 1024) -> torch.Tensor:
-    """Matrix (n, p) of per-example gradients ∇_w ℓ(z_i; w), via ``torch.func.vmap``."""
+def per_example_gradients(model, x, y, task: str, *, params: dict | None = None, chunk: int = 1024, dtype=None) -> torch.Tensor:
+    """Matrix (n, p) of per-example gradients ∇_w ℓ(z_i; w), via ``torch.func.vmap``; each chunk
+    of rows is cast to ``dtype`` (default: the parameters') as it is made, so that a float64
+    matrix never sits beside a float32 copy of itself (n·p·12 bytes at the peak, not 16)."""
     from torch.func import grad, vmap
 
     model.eval()
@@ -89,7 +91,7 @@ def per_example_gradients(model, x, y, task: str, *, params: dict | None = None,
     rows = []
     for i in range(0, len(x), chunk):
         gi = g(params, x[i : i + chunk], y[i : i + chunk])
-        rows.append(torch.cat([gi[k].reshape(len(gi[k]), -1) for k in params], dim=1))
+        rows.append(torch.cat([gi[k].reshape(len(gi[k]), -1) for k in params], dim=1).to(dtype or gi[next(iter(params))].dtype))
     return torch.cat(rows)
 
 

@@ -154,10 +154,19 @@ def _main_metric(task: str) -> str:
 
 @torch.no_grad()
 def outputs(model: torch.nn.Module, x: torch.Tensor, *, device="auto", batch_size: int = 4096) -> torch.Tensor:
-    """Model outputs on ``x`` in eval mode, computed in chunks, returned on the CPU."""
+    """Model outputs on ``x`` in eval mode, computed in chunks, returned on the CPU.
+
+    Under a dry run's meter (:mod:`poisonlib._meter`) only the first chunks are computed and the
+    rest of the (full-size) result is left at zero: an evaluation's time is priced, not its numbers."""
     dev = resolve_device(device)
     model.to(dev).eval()
-    return torch.cat([model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
+    out = None
+    for i in capped(range(0, len(x), batch_size), "evaluation batches"):
+        o = model(x[i : i + batch_size].to(dev)).cpu()
+        if out is None:
+            out = o.new_zeros((len(x), *o.shape[1:]))
+        out[i : i + len(o)] = o
+    return out if out is not None else model(x[:0].to(dev)).cpu()
 
 
 def evaluate(model, x, y, task: str, *, device="auto", batch_size: int = 4096) -> dict:

@@ -153,6 +153,27 @@ def test_gm_run_chunked_equals_unchunked(mnist, name):
     x, y = ds.x_train[:150].double(), ds.y_train[:150]
     runs = [gradient_matching(_model(name, ds), x, y, ds.task, 0.1, steps=3, optimizer="adam", lr=0.01, box=(0.0, 1.0), device="cpu",
                               progress=False, chunk_size=c) for c in ("auto", 4)]
-    assert "chunk_size" not in runs[0].config and runs[1].config["chunk_size"] == 4
+    assert "chunk_size" not in runs[0].config and "clean_chunk_size" not in runs[0].config
+    assert runs[1].config["chunk_size"] == runs[1].config["clean_chunk_size"] == 4  # poisons and g_J's clean points
     assert _close(runs[1].x, runs[0].x) < TOL
     assert abs(runs[1].history["final_dissimilarity"] - runs[0].history["final_dissimilarity"]) <= TOL
+
+
+def test_gm_restarts_are_an_in_step_cap_and_the_clean_set_is_chunked_on_its_own(mnist, monkeypatch):
+    """Under a meter GM runs its first restarts only (the rest priced linearly); with a budget that fits
+    the poisons but not the clean set, only g_J is computed in chunks, to the same poisons."""
+    from poisonlib._meter import metering
+    from poisonlib.attacks.gm import gradient_matching
+
+    ds = mnist
+    x, y = ds.x_train[:150].double(), ds.y_train[:150]
+    kw = dict(steps=2, optimizer="adam", lr=0.01, box=(0.0, 1.0), device="cpu", progress=False)
+    with metering(1) as m:
+        gradient_matching(_model("nn", ds), x, y, ds.task, 0.05, restarts=3, **kw)
+    assert m.loops["GM restarts"] == {"calls": 1, "ran": 1, "total": 3} and m.extra > 0
+    whole = gradient_matching(_model("nn", ds), x, y, ds.task, 0.05, **kw)
+    per = gcg.gc_bytes_per_poison(_model("nn", ds), target_params(_model("nn", ds)), x[:2], y[:2], ds.task, "double_backward")
+    monkeypatch.setitem(gcg.GC_MEMORY_BUDGET, "cpu", 40 * per)  # 8 poisons fit, 150 clean points do not
+    split = gradient_matching(_model("nn", ds), x, y, ds.task, 0.05, **kw)
+    assert "chunk_size" not in split.config and split.config["clean_chunk_size"] == 40
+    assert _close(split.x, whole.x) < TOL

@@ -44,3 +44,21 @@ def test_short_loops_and_early_stops_add_nothing():
     with pytest.raises(ValueError, match="cap"):
         with metering(0):
             pass
+
+
+def test_an_evaluation_under_a_meter_is_full_size_with_its_first_batches_computed():
+    """``train.outputs`` is an evaluation loop: capped, its result keeps the full shape (zeros past the
+    batches it ran), and without a meter it is the model's output on every row."""
+    import torch
+
+    from poisonlib.train import outputs
+
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(10, 3)
+    whole = outputs(model, x, device="cpu", batch_size=4)
+    assert torch.allclose(whole, model(x).detach())
+    with metering(1) as m:
+        part = outputs(model, x, device="cpu", batch_size=4)
+    assert m.loops["evaluation batches"] == {"calls": 1, "ran": 1, "total": 3}
+    assert part.shape == whole.shape and torch.equal(part[:4], whole[:4]) and not part[4:].any()
+    assert outputs(model, x[:0], device="cpu").shape == (0, 2)

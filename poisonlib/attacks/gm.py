@@ -173,9 +173,15 @@ def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, op
                 x_p.copy_(project(x_p, base, eps, box))
         bar.update()
         bar.set_postfix(dissimilarity=f"{trace[-1]:.3g}")
-    final = float(dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task) if chunk is None else
-                  _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk)[0])
-    return x_p.detach(), y_p.detach(), trace, final
+    return x_p.detach(), y_p.detach(), trace, _final_dissimilarity(model, params, g_j, x_p.detach(), y_p.detach(), task, chunk)
+
+
+def _final_dissimilarity(model, params, g_j, x_p, y_p, task, chunk) -> float:
+    """S of the returned poisons (no gradient: in chunks, pass 1 of :func:`_chunked_dissimilarity` only)."""
+    if chunk is None:
+        return float(dissimilarity(model, params, g_j, x_p, y_p, task))
+    G = flat(sum_gradient(model, params, x_p, y_p, task, chunk=chunk)) / len(x_p)
+    return float(1 - (g_j @ G) / (g_j.norm() * G.norm()).clamp_min(1e-30))
 
 
 def gradient_matching(
@@ -218,9 +224,9 @@ def gradient_matching(
     box : feature box (lo, hi) the poisons are projected onto; ``None``: unbounded.
     optimize_labels : also move the (continuous) labels; regression only.
     chunk_size : at most this many poisons (and clean points, for g_J) in one graph; ``"auto"``
-        (default) / ``None``: one graph while the poisons fit GC's memory budget
-        (:func:`~poisonlib.attacks.gc_grad.resolve_chunk_size`), as every MNIST-5k run does;
-        the chunk used, if any, is ``config["chunk_size"]``.
+        (default) / ``None``: one graph while the poisons (the clean points) fit GC's memory
+        budget (:func:`~poisonlib.attacks.gc_grad.resolve_chunk_size`), as every MNIST-5k run
+        does; the chunks used, if any, are ``config["chunk_size"]`` and ``config["clean_chunk_size"]``.
 
     Returns
     -------
@@ -253,15 +259,17 @@ def gradient_matching(
         target = target.to(dev).eval()
     params = target_params(model)
     chunk = resolve_chunk_size(chunk_size, model, params, x_clean, y_clean, task, "double_backward", n_p, dev)
-    if chunk is not None:
-        config["chunk_size"] = chunk
-    g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target, chunk)
+    clean_chunk = resolve_chunk_size(chunk_size, model, params, x_clean, y_clean, task, "double_backward", n, dev)
+    for name, c in (("chunk_size", chunk), ("clean_chunk_size", clean_chunk)):
+        if c is not None:
+            config[name] = c
+    g_j = _reversed_gradient(model, params, x_clean.to(dev), y_clean.to(dev), task, target, clean_chunk)
     best, finals = None, []
     bar = tqdm(total=steps * restarts, desc=f"GM eps_d={eps_d:g}", disable=not show_progress(progress), leave=False)
     if eps is not None:  # Witches' Brew: fixed base images, a random start in the ball per restart
         base, y_base, idx_base = _init_poisons(x_clean, y_clean, n_p, seed)
         base, y_base = base.to(dev), y_base.to(dev)
-    for r in range(restarts):
+    for r in capped(range(restarts), "GM restarts"):
         if eps is None:
             x0, y0, idx = _init_poisons(x_clean, y_clean, n_p, seed + r)
             x0, y0, b = x0.to(dev), y0.to(dev), None

@@ -21,8 +21,8 @@ def sever_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task:
     """Outlier scores s_i = ⟨g_i − ḡ, v⟩² with v the top right singular vector of the centred
     per-example gradient matrix (computed with ``torch.func.vmap``)."""
     dev = next(model.parameters()).device  # the data follow the model
-    g = per_example_gradients(model, x.to(dev), y.to(dev), task, chunk=chunk).double()
-    g = g - g.mean(dim=0, keepdim=True)
+    g = per_example_gradients(model, x.to(dev), y.to(dev), task, chunk=chunk, dtype=torch.float64)
+    g -= g.mean(dim=0, keepdim=True)  # in place: one n x p float64 matrix at the peak
     # top right singular vector via a randomised low-rank SVD (G is n x p, p may be large),
     # seeded so that the scores do not depend on the global random state
     with torch.random.fork_rng(devices=[g.device] if g.is_cuda else []):
