@@ -114,3 +114,17 @@ def test_maxup_objective_is_the_worst_copy(gaussian10):
     assert val >= per.mean() - 1e-7  # the worst case dominates the average copy
     with pytest.raises(PoisonlibError, match="m must be an integer >= 1, got 0"):
         maxup_objective(ds.task, m=0)
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300)])
+def test_sever_singular_vector_is_svd_lowranks(shape):
+    """Sever's range finder is ``torch.svd_lowrank``'s algorithm with the transposed products rewritten:
+    the same vector (sign included) on tall and wide matrices from the same seed."""
+    from poisonlib.defenses.sever import top_right_singular_vector
+
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.manual_seed(0)
+    v = top_right_singular_vector(g)
+    torch.manual_seed(0)
+    ref = torch.svd_lowrank(g, q=6, niter=6)[2][:, 0]
+    assert torch.allclose(v, ref, atol=1e-12)
