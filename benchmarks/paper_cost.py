@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -90,6 +91,9 @@ def main() -> int:
     ap.add_argument("--fit", action="store_true", help="price each loop from a second run (about 3x the time)")
     ap.add_argument("--budget-s", type=float, default=1800.0, help="stop starting classes after this many seconds (default 1800)")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "paper_cost_cpu.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="run only the classes --out lists as not reached (same commit and settings), adding their rows and a "
+                         "'resumed' entry with this session's wall time")
     args = ap.parse_args()
 
     prof = get_profile("paper")
@@ -109,6 +113,17 @@ def main() -> int:
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                grids={g: [dict(cost_class=list(map(str, k)), cell=label, skipped=why) for k, label, why in cs] for g, cs in grids.items()},
                classes=[], not_reached=[], wall_s=None)
+    first_wall = None
+    if args.resume:
+        old = json.load(open(args.out))
+        keys = ("profile", "device", "steps", "inner", "extrapolation", "data")
+        if any(old.get(k) != doc[k] for k in keys):
+            print(f"error: --resume: {args.out} was made with other settings ({', '.join(keys)}); run without --resume", file=sys.stderr)
+            return 2
+        todo = {tuple(r["cost_class"]) for r in old["not_reached"]}
+        reps = {k: c for k, c in reps.items() if tuple(map(str, k)) in todo}
+        doc, first_wall = old, old["wall_s"]
+        doc["not_reached"] = []
     t0 = time.perf_counter()
     for i, (key, cell) in enumerate(reps.items()):
         if time.perf_counter() - t0 > args.budget_s:
@@ -123,12 +138,17 @@ def main() -> int:
             row.update(cell=cell.label(), eps_d="tau", priced_at_eps_d=tau,
                        note="eps_d = tau priced at the paper's reported tau (Table 2): the synthetic data's tau is an artefact of the noise")
         doc["classes"].append(row)
-        doc["wall_s"] = round(time.perf_counter() - t0, 1)
+        if first_wall is None:
+            doc["wall_s"] = round(time.perf_counter() - t0, 1)
         atomic_write_json(doc, args.out)
         est = "–" if row["extrapolated_seconds"] is None else f"{row['extrapolated_seconds'] / 60:.1f} min"
-        print(f"[{doc['wall_s']:7.1f} s] {row['status']:5} {cell.label()}: capped {row['seconds_capped'] or 0:.1f} s, est. {est}, "
+        print(f"[{time.perf_counter() - t0:7.1f} s] {row['status']:5} {cell.label()}: capped {row['seconds_capped'] or 0:.1f} s, est. {est}, "
               f"peak RSS {row['peak_rss_gib'] or 0:.2f} GiB {row['reason'] or ''}", flush=True)
     doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    if first_wall is not None:  # the first session's wall stays; each resumed session is listed with its own
+        doc.setdefault("resumed", []).append(dict(wall_s=doc["wall_s"], classes=len(reps), commit=commit, date=datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec="seconds")))
+        doc["wall_s"] = first_wall
     atomic_write_json(doc, args.out)
     failed = [r for r in doc["classes"] if r["status"] != "ok"]
     print(f"{len(doc['classes'])} cost classes run in {doc['wall_s'] / 60:.1f} min, {len(failed)} failed, "

@@ -331,4 +331,5 @@ def paper_cost(path: str | None = None, timings: str | None = None, profile="pap
                              "reason / note": r.get("reason") or r.get("note") or ""} for r in run["classes"]])
     meta = {k: run.get(k) for k in ("machine", "device", "data", "steps", "inner", "extrapolation", "wall_s", "date", "commit", "budget_s")}
     meta["not_reached"] = len(run.get("not_reached", []))
+    meta["resumed"] = run.get("resumed", [])  # later sessions (paper_cost --resume) that ran classes the budget did not reach
     return pd.DataFrame(out), classes, meta
