@@ -92,7 +92,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=1800.0, help="stop starting classes after this many seconds (default 1800)")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "paper_cost_cpu.json"))
     ap.add_argument("--resume", action="store_true",
-                    help="run only the classes --out lists as not reached (same commit and settings), adding their rows and a "
+                    help="run only the classes --out lists as not reached (same profile, device, caps and data), adding their rows and a "
                          "'resumed' entry with this session's wall time")
     args = ap.parse_args()
 

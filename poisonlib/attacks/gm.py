@@ -82,8 +82,12 @@ def dissimilarity(model, params, g_j, x_p, y_p, task, *, create_graph=False):
     """S = 1 − cos(g_J, ∇_w ℓ(ν̂; w)) over the flattened parameters (Eq. 36)."""
     p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
     gp = torch.autograd.grad(loss_fn(task)(functional_call(model, p, (x_p,)), y_p), list(p.values()), create_graph=create_graph)
-    gp = flat(gp)
-    return 1 - (g_j @ gp) / (g_j.norm() * gp.norm()).clamp_min(1e-30)
+    return _one_minus_cos(g_j, flat(gp))
+
+
+def _one_minus_cos(g_j, g):
+    """1 − cos(g_J, g) for flat vectors (Eq. 36's S given the poisons' gradient g)."""
+    return 1 - (g_j @ g) / (g_j.norm() * g.norm()).clamp_min(1e-30)
 
 
 def _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, wrt_labels=False):
@@ -96,7 +100,7 @@ def _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, wrt_labels
 
     names = list(params)
     G = flat(sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk)).requires_grad_(True) / len(x_p)
-    S = 1 - (g_j @ G) / (g_j.norm() * G.norm()).clamp_min(1e-30)
+    S = _one_minus_cos(g_j, G)
     u = torch.autograd.grad(S, G)[0]
     r, i = {}, 0
     for k in names:
@@ -180,8 +184,7 @@ def _final_dissimilarity(model, params, g_j, x_p, y_p, task, chunk) -> float:
     """S of the returned poisons (no gradient: in chunks, pass 1 of :func:`_chunked_dissimilarity` only)."""
     if chunk is None:
         return float(dissimilarity(model, params, g_j, x_p, y_p, task))
-    G = flat(sum_gradient(model, params, x_p, y_p, task, chunk=chunk)) / len(x_p)
-    return float(1 - (g_j @ G) / (g_j.norm() * G.norm()).clamp_min(1e-30))
+    return float(_one_minus_cos(g_j, flat(sum_gradient(model, params, x_p, y_p, task, chunk=chunk)) / len(x_p)))
 
 
 def gradient_matching(
