@@ -18,9 +18,11 @@ with ``status="killed"``, and the dry run goes on. All classes share one results
 target built before its clock starts (they are priced by the target classes, which run in a
 fresh store each and so include their clean model).
 
-Loops inside a step (mini-batches, evaluation batches, gradient and poison chunks, CG iterations,
-TGDA's follower steps, Gradient Matching's restarts) run ``--inner`` items each and are
-extrapolated linearly (:mod:`poisonlib._meter`).
+Loops inside a step (mini-batches, evaluation and feature batches, gradient and poison chunks,
+CG iterations, TGDA's follower steps, Influence's Hessian chunks, Gradient Matching's restarts) run
+``--inner`` items each and are extrapolated linearly (:mod:`poisonlib._meter`); GC's final
+stationarity gradient and Gradient Matching's final dissimilarity, which repeat a step's poison
+chunks at the same sizes, are priced from that step's chunks (:func:`poisonlib._meter.repeated`).
 
 ε_d = τ cells: on synthetic data the target's τ is an artefact of the noise (a GradPC target of
 structured noise has τ(2) ≈ 49 on LR: 2 million poisons), so without ``--data-root`` these cells

@@ -17,10 +17,15 @@ plus ``m.extra``: linear in each loop's count, which holds where a loop's items 
 (chunks and batches of one size; the last, smaller chunk is counted as a full one, an upper bound).
 
 Only loops whose items are *summed* or are *steps* (parameters moved, nothing collected) are capped,
-and evaluations (:func:`poisonlib.train.outputs`), which fill their full-size result with zeros past
-the items they run; other loops that collect one result per item (per-example gradients, features)
-run whole, so the shapes and the memory of what they build stay those of the real run. A capped
+and evaluations and feature passes (:func:`poisonlib.train.outputs`,
+:func:`poisonlib.defenses.last_layer_view`), which fill their full-size result with zeros past
+the items they run; other loops that collect one result per item (per-example gradients) run whole, so the shapes and the memory of what they build stay those of the real run. A capped
 run's numbers are wrong by design: the dry run reports times and memory only.
+
+A computation that repeats one the run has just timed, at the same sizes, can be priced without
+running it again: inside ``with repeated(name)`` a capped loop ``name`` whose items the meter has
+already timed runs none and adds its full count at their measured mean (GC's final stationarity
+gradient, the same poison chunks as each step's).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Meter:
         self.extra = 0.0
         self.loops: dict[str, dict] = {}
         self._frames: list[list[float]] = []  # pending extra of the capped loops now running, innermost last
+        self._measured: dict[str, tuple[int, float]] = {}  # per loop name: items run whole, their seconds (nested extra included)
+        self._repeats: set[str] = set()  # loop names :func:`repeated` prices from their measured items
 
     def _add(self, seconds: float) -> None:
         if self._frames:
@@ -54,11 +61,11 @@ class Meter:
         stats = self.loops.setdefault(name, {"calls": 0, "ran": 0, "total": 0})
         stats["calls"] += 1
         stats["total"] += total
-        if total <= self.cap:  # nothing skipped: nested extras go to the enclosing loop unscaled
-            stats["ran"] += total
-            yield from iterable
+        if name in self._repeats and self._measured.get(name, (0, 0.0))[0]:  # priced from its items measured earlier
+            items, seconds = self._measured[name]
+            self._add(seconds / items * total)
             return
-        frame = [0.0]
+        frame = [0.0]  # extra of the capped loops nested in this one
         self._frames.append(frame)
         ran, t_run, stopped = 0, 0.0, False
         try:
@@ -76,6 +83,10 @@ class Meter:
         finally:
             self._frames.pop()
             stats["ran"] += ran
+            if ran and not stopped:
+                items, seconds = self._measured.get(name, (0, 0.0))
+                self._measured[name] = (items + ran, seconds + t_run + frame[0])
+            # a loop of at most cap items skips nothing: its nested extras go up unscaled
             skipped = 0 if stopped or not ran else (t_run + frame[0]) * (total - ran) / ran
             self._add(frame[0] + skipped)
 
@@ -98,3 +109,23 @@ def metering(cap: int):
         yield meter
     finally:
         _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def repeated(*names: str):
+    """Inside the block, a capped loop named in ``names`` whose items the active meter has already
+    timed runs *none* of them: its full count is priced at the mean time per item measured before.
+    For a computation that repeats, at the same sizes, one the metered run has just done (GC's
+    final stationarity gradient: the same poison chunks as a step). Its result is then left as the
+    loop's body leaves it with no item (zeros); no effect without a meter, or before a first
+    measurement."""
+    meter = _ACTIVE.get()
+    if meter is None:
+        yield
+        return
+    added = set(names) - meter._repeats
+    meter._repeats |= added
+    try:
+        yield
+    finally:
+        meter._repeats -= added

@@ -12,12 +12,15 @@ In-step caps (``inner``, default 2). At the paper's sizes one outer step is itse
 of 470 mini-batches, a GC step over 60,000 poisons in chunks, g(μ) over the clean set in 30
 chunks, TGDA's follower steps and CG iterations). Under ``inner=k`` the loops inside a step that
 iterate through :func:`poisonlib._meter.capped` (training and evaluation batches, gradient chunks,
-GC batches and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks, Gradient
-Matching's restarts) run their first k items, and the time of the items they skip is added
-linearly (:mod:`poisonlib._meter`); the row's ``seconds_capped`` is the wall time actually run,
-``seconds_skipped`` what the meter added, and every fit below uses their sum. Loops that collect
-one result per item (per-example gradients, features) run whole, so that peak memory stays that
-of the real step; an evaluation keeps its full-size output, zero past the batches it ran.
+GC batches and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks, the
+defenses' feature batches and Influence's Hessian chunks, Gradient Matching's restarts) run their
+first k items, and the time of the items they skip is added linearly (:mod:`poisonlib._meter`);
+the row's ``seconds_capped`` is the wall time actually run, ``seconds_skipped`` what the meter
+added, and every fit below uses their sum. Loops that collect one result per item (per-example
+gradients) run whole, so that peak memory stays that of the real step; an evaluation or a feature
+pass keeps its full-size output, zero past the batches it ran. GC's final stationarity gradient
+and Gradient Matching's final dissimilarity repeat a step's poison chunks at the same sizes: they
+are priced from the step's chunks without running again (:func:`poisonlib._meter.repeated`).
 
 Extrapolation (a linear fit per loop). A cell's wall time is modelled as
 t = t_fixed + Σ_g b_g · s_g over its loop groups g (``train``: training epochs; ``attack``:

@@ -23,13 +23,14 @@ def target_params(model: torch.nn.Module, subset: str = "all") -> dict[str, torc
     return named
 
 
-def sum_gradient(model, params: dict, x, y, task: str, *, chunk: int = 2048) -> dict[str, torch.Tensor]:
+def sum_gradient(model, params: dict, x, y, task: str, *, chunk: int = 2048, loop: str = "gradient chunks") -> dict[str, torch.Tensor]:
     """Σ_i ∇_w ℓ(z_i; w) over the rows of (x, y), accumulated in chunks; the
-    parameters not in ``params`` stay fixed at the model's values."""
+    parameters not in ``params`` stay fixed at the model's values. ``loop``: the chunk loop's
+    name for a dry run's meter (:func:`poisonlib._meter.repeated` prices a repeat by name)."""
     loss = loss_fn(task, reduction="sum")
     dev = next(iter(params.values())).device
     total = {k: torch.zeros_like(v) for k, v in params.items()}
-    for i in capped(range(0, len(x), chunk), "gradient chunks"):
+    for i in capped(range(0, len(x), chunk), loop):
         p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         out = functional_call(model, p, (x[i : i + chunk].to(dev),))
         gs = torch.autograd.grad(loss(out, y[i : i + chunk].to(dev)), list(p.values()))

@@ -13,7 +13,7 @@ from poisonlib import PoisonlibError, report, runner
 from poisonlib.baselines import attack_cell, defense_cell
 from poisonlib.cli import main
 from poisonlib.data import load_dataset
-from poisonlib.defenses import last_layer_view, sanitize
+from poisonlib.defenses import last_layer_view, sanitize, scoring_view
 from poisonlib.experiments import clean_and_target, load_for_profile
 from poisonlib.models import model_for
 
@@ -106,6 +106,21 @@ def test_last_layer_view_reproduces_the_network():
         sanitize("influence", net, ds.x_train, ds.y_train, ds.task, 0.1)
     with pytest.raises(PoisonlibError, match="unknown defense 'pca'"):
         sanitize("pca", net, ds.x_train, ds.y_train, ds.task, 0.1)
+
+
+def test_sanitizers_sharing_one_scoring_view_keep_the_same_points():
+    """A defense cell computes the network's features once for Sever and Influence (``view``):
+    the masks are those each sanitiser computes on its own; a linear model is scored on its inputs."""
+    ds = load_dataset("mnist", n_train=80)
+    net = model_for("nn", ds, seed=0).eval()
+    view = scoring_view(net, ds.x_train, ds.x_val)
+    assert view[1].shape == (80, view[0].weight.shape[1]) and view[2].shape[0] == len(ds.x_val)
+    kw = dict(x_val=ds.x_val, y_val=ds.y_val)
+    for d in ("sever", "influence"):
+        assert torch.equal(sanitize(d, net, ds.x_train, ds.y_train, ds.task, 0.1, **kw, view=view),
+                           sanitize(d, net, ds.x_train, ds.y_train, ds.task, 0.1, **kw))
+    lr = model_for("lr", ds, seed=0)
+    assert scoring_view(lr, ds.x_train)[0] is lr and scoring_view(lr, ds.x_train)[1] is ds.x_train
 
 
 def test_cli_baseline_attack_writes_poisons_and_refuses_bad_input(tmp_path, capsys):

@@ -3,7 +3,8 @@ import torch
 
 from poisonlib import PoisonlibError
 from poisonlib.defenses import influence_scores, remove_top, sever, sever_scores
-from poisonlib.defenses.influence import inverse_hvp
+from poisonlib.defenses.influence import exact_hessian, inverse_hvp
+from poisonlib.grads import flat, flat_loss, target_params
 from poisonlib.models import LinearModel, loss_fn
 
 
@@ -63,6 +64,23 @@ def test_exact_and_cg_inverse_hvp_agree(gaussian10):
     a = inverse_hvp(m, x, y, "binary", v, l2=1e-2, method="exact")
     b = inverse_hvp(m, x, y, "binary", v, l2=1e-2, method="cg")
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("task, k", [("binary", 1), ("multiclass", 4)])
+def test_exact_hessian_in_chunks_is_the_whole_hessian(task, k):
+    """Summing chunk Hessians weighted by n_c / n (uneven last chunk included) gives the Hessian of
+    the mean loss + l2/2 ||theta||^2 over all rows, l2 counted once."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(103, 5, generator=g, dtype=torch.float64)
+    y = (torch.randint(0, k, (103,), generator=g) if task == "multiclass" else torch.randint(0, 2, (103,), generator=g).double())
+    m = LinearModel(5, k).double()
+    params = target_params(m)
+    names, shapes = list(params), [tuple(p.shape) for p in params.values()]
+    theta = flat(params).double()
+    whole = torch.func.hessian(flat_loss(m, names, shapes, x, y, task, 0.3))(theta)
+    for chunk in (1, 10, 103, None):
+        assert torch.allclose(exact_hessian(m, names, shapes, x, y, task, 0.3, theta, chunk=chunk), whole, atol=1e-12)
+    assert not torch.allclose(exact_hessian(m, names, shapes, x, y, task, 0.0, theta, chunk=10), whole, atol=1e-3)
 
 
 def test_influence_predicts_leave_one_out_retraining(gaussian10):

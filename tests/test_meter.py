@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from poisonlib._meter import capped, metering
+from poisonlib._meter import capped, metering, repeated
 
 
 def test_no_meter_returns_the_iterable_unchanged():
@@ -62,3 +62,20 @@ def test_an_evaluation_under_a_meter_is_full_size_with_its_first_batches_compute
     assert m.loops["evaluation batches"] == {"calls": 1, "ran": 1, "total": 3}
     assert part.shape == whole.shape and torch.equal(part[:4], whole[:4]) and not part[4:].any()
     assert outputs(model, x[:0], device="cpu").shape == (0, 2)
+
+
+def test_a_repeated_loop_is_priced_from_the_items_timed_before():
+    """Inside ``repeated``, a loop the meter has timed runs nothing and adds its full count at the
+    measured mean per item; a loop not yet timed runs as usual; without a meter nothing changes."""
+    with metering(1) as m:
+        for _ in capped(range(4), "chunks"):
+            time.sleep(0.02)
+        first = m.extra
+        with repeated("chunks", "other"):
+            assert list(capped(range(5), "chunks")) == []
+            assert list(capped(range(3), "other")) == [0]
+    assert first == pytest.approx(3 * 0.02, rel=0.5)
+    assert m.extra - first == pytest.approx(5 * 0.02, rel=0.5)
+    assert m.loops["chunks"] == {"calls": 2, "ran": 1, "total": 9}
+    with repeated("chunks"):
+        assert list(capped(range(3), "chunks")) == [0, 1, 2]

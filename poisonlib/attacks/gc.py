@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .._meter import capped
+from .._meter import capped, repeated
 from .._validation import CellFailed, PoisonlibError, check_choice, check_finite, check_int, check_poison_memory, check_positive
 from ..grads import PARAM_SUBSETS, global_norm, mean_gradient, sum_gradient, target_params
 from ..results import atomic_torch_save
@@ -375,7 +375,8 @@ def gradient_canceling(
         g_sum = sum_gradient(target, w, x_p.detach(), y_p.detach(), task, chunk=clean_chunk)
         obj = 0.5 * global_norm({k: g_mu[k] + g_sum[k] / n for k in w}) ** 2
     else:
-        grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method, chunk_size=chunk)
+        with repeated("GC residual chunks", "GC poison chunks"):  # a dry run prices it from the steps' chunks of the same size
+            grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method, chunk_size=chunk)
         obj = float(obj)
         if lo is not None:  # projected gradient: drop the components pushing out of the box
             xd = x_p.detach()

@@ -161,7 +161,7 @@ def chunked_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="auto",
     method = resolve_method(model, params, method)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     c = eps / len(x_p)
-    s = sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk_size)
+    s = sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk_size, loop="GC residual chunks")
     r = {k: g_mu[k] + c * s[k] for k in params}
     obj = 0.5 * sum((t * t).sum() for t in r.values())
     gx = torch.zeros_like(x_p)

@@ -56,7 +56,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
-from .._meter import capped
+from .._meter import capped, repeated
 from ..grads import flat, sum_gradient, target_params
 from ..models import loss_fn
 from ..train import resolve_device, show_progress
@@ -90,6 +90,9 @@ def _one_minus_cos(g_j, g):
     return 1 - (g_j @ g) / (g_j.norm() * g.norm()).clamp_min(1e-30)
 
 
+_PASS1 = "GM poison gradient chunks"  # pass 1 of the chunked dissimilarity: Σ_j ∇_w ℓ(z_j) without a graph
+
+
 def _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, wrt_labels=False):
     """(S, ∂S/∂x_p, ∂S/∂y_p or None) of :func:`dissimilarity` with at most ``chunk`` poisons in one graph.
 
@@ -99,7 +102,7 @@ def _chunked_dissimilarity(model, params, g_j, x_p, y_p, task, chunk, wrt_labels
     from .gc_grad import _chunk_pullback
 
     names = list(params)
-    G = flat(sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk)).requires_grad_(True) / len(x_p)
+    G = flat(sum_gradient(model, params, x_p.detach(), y_p.detach(), task, chunk=chunk, loop=_PASS1)).requires_grad_(True) / len(x_p)
     S = _one_minus_cos(g_j, G)
     u = torch.autograd.grad(S, G)[0]
     r, i = {}, 0
@@ -181,10 +184,12 @@ def _one_restart(model, params, g_j, x0, y0, task, steps, lr, optimizer, box, op
 
 
 def _final_dissimilarity(model, params, g_j, x_p, y_p, task, chunk) -> float:
-    """S of the returned poisons (no gradient: in chunks, pass 1 of :func:`_chunked_dissimilarity` only)."""
+    """S of the returned poisons (no gradient: in chunks, pass 1 of :func:`_chunked_dissimilarity` only,
+    which a dry run prices from the steps' pass 1)."""
     if chunk is None:
         return float(dissimilarity(model, params, g_j, x_p, y_p, task))
-    return float(_one_minus_cos(g_j, flat(sum_gradient(model, params, x_p, y_p, task, chunk=chunk)) / len(x_p)))
+    with repeated(_PASS1):
+        return float(_one_minus_cos(g_j, flat(sum_gradient(model, params, x_p, y_p, task, chunk=chunk, loop=_PASS1)) / len(x_p)))
 
 
 def gradient_matching(
