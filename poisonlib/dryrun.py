@@ -83,12 +83,14 @@ def capped_profile(profile, steps: int = 1, *, train: int | None = None, attack:
                    released_epochs=min(prof.released_epochs, tr), limits=limits, baselines=baselines)
 
 
-def step_counts(cell, profile) -> dict:
+def step_counts(cell, profile, *, gc_apart: bool = False) -> dict:
     """The full step count of each loop group of ``cell`` at ``profile``: ``train`` (epochs) and,
-    where the cell has one, ``attack`` (GC steps, or the baseline's steps / epochs / rounds)."""
+    where the cell has one, ``attack`` (GC steps, or the baseline's steps / epochs / rounds).
+    ``gc_apart``: a defense cell whose GC cell is priced apart (:func:`_timed_run` in a shared
+    store) has only its retraining epochs."""
     prof = get_profile(profile)
     counts = {"train": prof.train_config(cell.model).epochs}
-    if cell.kind in ("gc", "defense"):
+    if cell.kind == "gc" or (cell.kind == "defense" and not gc_apart):
         counts["attack"] = prof.gc_epochs_for(cell.model)
     elif cell.kind == "attack" or cell.target in ("tgda", "mt"):
         opts = prof.attack_options(cell.attack if cell.kind == "attack" else cell.target, cell.model)
@@ -156,7 +158,10 @@ def _timed_run(cell, prof, data_root, device, store=None, inner=None):
     """Wall seconds, seconds the in-step caps skipped, peak RSS, CUDA peak, the record and the capped loops
     (``{name: "ran/total"}``) of one run of ``cell``: in a fresh store, or for a non-target cell with ``store``
     in that one, where its clean model and target are built (or found) before the clock starts (under the same
-    in-step caps). A target cell always runs in a fresh store: building its target (and clean model) is its cost."""
+    in-step caps). A target cell always runs in a fresh store: building its target (and clean model) is its cost.
+    In a shared store a GC cell keeps its poisons, as a grid keeps those a defense cell needs, and a defense cell
+    finds its GC cell's poisons (or builds them) before its clock starts: its clock prices the defenses, and the
+    GC cell is priced by its own class (:func:`gc_class`)."""
     shared = bool(store) and cell.kind != "target"
     with contextlib.ExitStack() as stack:
         root = store if shared else stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonlib-dry-"))
@@ -166,9 +171,13 @@ def _timed_run(cell, prof, data_root, device, store=None, inner=None):
 
             with _meter(inner):
                 _target(spec, spec.load_data(), results_dir=root, progress=False)
+                if cell.kind == "defense":
+                    from .defended import gc_spec
+
+                    gc_spec(spec).run(results_dir=root, progress=False, keep_poisons=True)
         with _Peak(device) as peak, _meter(inner) as meter:
             t0 = time.perf_counter()
-            rec = spec.run(results_dir=root, force=True, progress=False)
+            rec = spec.run(results_dir=root, force=True, progress=False, keep_poisons=shared and cell.kind == "gc")
             if peak.cuda:
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
@@ -178,19 +187,30 @@ def _timed_run(cell, prof, data_root, device, store=None, inner=None):
 
 def _row(cell, prof, device, steps, fit, store, inner=None, **status) -> dict:
     """A dry-run row before measuring (``status`` overrides, e.g. a killed cell's)."""
+    gc_apart = bool(store) and cell.kind == "defense"
+    deps = "in the timed run" if not store or cell.kind == "target" else (
+        "clean model, target and GC cell's poisons built before the clock (shared store); the GC cell is priced by gc_class"
+        if gc_apart else "built before the clock (shared store)")
     return {**dict(cell=cell.label(), kind=cell.kind, dataset=cell.dataset, model=cell.model, eps_d=cell.eps_d, device=str(device),
-                   profile=prof.name, steps=steps, inner=inner, full_steps=step_counts(cell, prof), n_poison=None, seconds_capped=None,
-                   seconds_skipped=None, capped_loops={},
+                   profile=prof.name, steps=steps, inner=inner, full_steps=step_counts(cell, prof, gc_apart=gc_apart), n_poison=None,
+                   seconds_capped=None, seconds_skipped=None, capped_loops={},
                    per_step_seconds={}, extrapolated_seconds=None, extrapolation="fit" if fit else "bound", peak_rss_gib=None,
-                   peak_cuda_gib=None, fit_steps={}, status="ok", reason=None,
-                   deps="built before the clock (shared store)" if store and cell.kind != "target" else "in the timed run"), **status}
+                   peak_cuda_gib=None, fit_steps={}, status="ok", reason=None, deps=deps),
+            **({"gc_class": list(map(str, gc_class(cell)))} if gc_apart else {}), **status}
+
+
+def gc_class(cell) -> tuple:
+    """The :func:`cost_class` of the GC cell whose poisons the defense cell ``cell`` defends against
+    (GC and GC-c cost the same): in a shared store the defense row prices the defenses only, and
+    the cell's bill adds this class's (:func:`poisonlib.reproduction.paper_cost`)."""
+    return cost_class(replace(cell, kind="gc", clip=False, attack="gc"))
 
 
 def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1, fit: bool = True, store: str | None = None,
                  inner: int | None = 2) -> dict:
     """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
     prof = get_profile(profile)
-    counts = step_counts(cell, prof)
+    counts = step_counts(cell, prof, gc_apart=bool(store) and cell.kind == "defense")
     row = _row(cell, prof, device, steps, fit, store, inner)
     rss, cuda_peaks = [], []
     try:

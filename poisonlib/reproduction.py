@@ -273,13 +273,27 @@ PAPER_COST = os.path.join("benchmarks", "results", "paper_cost_cpu.json")
 COST_GRIDS = (*REPORT_GRIDS, "fig3", "fig7")
 
 
+def _bill(classes: dict, key: tuple):
+    """``(seconds, peak RSS GiB or None)`` of one cell from the dry-run rows ``classes`` (by cost class), or ``None``
+    when its class (or, for a defense cell priced apart from its GC cell, that GC cell's class) did not run ok.
+    A defense row with ``gc_class`` prices the defenses only: its cell's bill adds the GC class's estimate."""
+    rows = [classes.get(key)]
+    if rows[0] is not None and rows[0].get("gc_class"):
+        rows.append(classes.get(tuple(rows[0]["gc_class"])))
+    if any(r is None or r["status"] != "ok" or r["extrapolated_seconds"] is None for r in rows):
+        return None
+    peaks = [r["peak_rss_gib"] for r in rows if r.get("peak_rss_gib") is not None]
+    return sum(r["extrapolated_seconds"] for r in rows), (max(peaks) if peaks else None)
+
+
 def paper_cost(path: str | None = None, timings: str | None = None, profile="paper") -> tuple:
     """``(tables, classes, meta)``: the bill of the paper profile's MNIST cells per table, from a dry run
     (``path``, default :data:`PAPER_COST`) and the GPU cell timings (``timings``, default :data:`PAPER_TIMINGS`).
 
     Per table (the grid at ``profile`` today, MNIST cells only): its cells, how many the profile skips, how
     many are priced by a dry-run class (same :func:`cell_key`) and the CPU estimate summed over them (hours,
-    extrapolated from the capped run: see the run's ``extrapolation``), the cells priced on the GPU by a
+    extrapolated from the capped run: see the run's ``extrapolation``; a defense cell priced apart from its GC
+    cell adds that GC class's estimate and peak), the cells priced on the GPU by a
     measured cell of the same class and their sum (minutes), the peak resident memory of its classes, its
     largest cell, and the classes that failed at their real size or were not reached. Nothing is priced by
     guess: a cell no run covers is counted as unpriced."""
@@ -310,16 +324,16 @@ def paper_cost(path: str | None = None, timings: str | None = None, profile="pap
         if not cells:
             continue
         keys = [tuple(map(str, cell_key(c))) for c in cells]
-        ok = [(c, cls[k]) for c, k in zip(cells, keys) if k in cls and cls[k]["status"] == "ok" and cls[k]["extrapolated_seconds"] is not None]
+        ok = [(c, *b) for c, k in zip(cells, keys) if (b := _bill(cls, k)) is not None]
         failed = sorted({cls[k]["cell"] for k in keys if k in cls and cls[k]["status"] != "ok"})
         on_gpu = [gpu_by_class[k] for k in keys if k in gpu_by_class]
-        big = max(ok, key=lambda t: t[1]["extrapolated_seconds"], default=None)
-        rss = [r["peak_rss_gib"] for _, r in ok if r.get("peak_rss_gib") is not None]
+        big = max(ok, key=lambda t: t[1], default=None)
+        rss = [r for *_, r in ok if r is not None]
         out.append({"table": g, "MNIST cells": len(cells), "priced (CPU)": len(ok),
-                    "CPU estimate (h)": round(sum(r["extrapolated_seconds"] for _, r in ok) / 3600, 1),
+                    "CPU estimate (h)": round(sum(s for _, s, _ in ok) / 3600, 1),
                     "priced (GPU)": len(on_gpu), "GPU, priced cells (min)": round(sum(on_gpu) / 60, 1),
                     "peak RSS (GiB)": round(max(rss), 2) if rss else None,
-                    "largest cell": "–" if big is None else f"{big[0].label()} ({big[1]['extrapolated_seconds'] / 3600:.1f} h)",
+                    "largest cell": "–" if big is None else f"{big[0].label()} ({big[1] / 3600:.1f} h)",
                     "failed at real size": ", ".join(failed) or "–",
                     "not reached": sum(k in unreached for k in keys),
                     "command": f"poisonlib run {g} --profile paper --data-root DATA --executor slurm"})
@@ -328,7 +342,9 @@ def paper_cost(path: str | None = None, timings: str | None = None, profile="pap
                              "skipped in-step (s)": None if r.get("seconds_skipped") is None else round(r["seconds_skipped"], 1),
                              "estimate (h)": None if r["extrapolated_seconds"] is None else round(r["extrapolated_seconds"] / 3600, 2),
                              "peak RSS (GiB)": r.get("peak_rss_gib"),
-                             "reason / note": r.get("reason") or r.get("note") or ""} for r in run["classes"]])
+                             "reason / note": r.get("reason") or r.get("note") or (
+                                 f"the defenses only: a cell's bill adds its GC cell's class ({', '.join(r['gc_class'])})"
+                                 if r.get("gc_class") else "")} for r in run["classes"]])
     meta = {k: run.get(k) for k in ("machine", "device", "data", "steps", "inner", "extrapolation", "wall_s", "date", "commit", "budget_s")}
     meta["not_reached"] = len(run.get("not_reached", []))
     meta["resumed"] = run.get("resumed", [])  # later sessions (paper_cost --resume) that ran classes the budget did not reach

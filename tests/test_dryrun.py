@@ -13,6 +13,9 @@ def test_capped_profile_caps_outer_loops_only():
     assert cap.attack_options("tgda", "lr")["follower_steps"] == full.attack_options("tgda", "lr")["follower_steps"]  # inner loop kept
     assert step_counts(Cell("gc", "mnist", "cnn", 0.5, eps_d=1.0), "paper") == {"train": 100, "attack": 1000}
     assert step_counts(Cell("attack", "mnist", "lr", 1.0, eps_d=0.1, attack="gm"), "paper") == {"train": 100, "attack": 250}
+    defense = Cell("defense", "mnist", "cnn", 0.5, eps_d=1.0)
+    assert step_counts(defense, "paper") == {"train": 100, "attack": 1000}
+    assert step_counts(defense, "paper", gc_apart=True) == {"train": 100}  # its GC cell priced by its own class
 
 
 def test_dry_run_rows(tmp_path):
@@ -101,3 +104,50 @@ def test_in_step_caps_run_few_items_and_add_the_skipped_ones():
     assert capped["inner"] == 1 and capped["seconds_skipped"] > 0
     assert capped["capped_loops"].get("training batches", "").startswith("2/")  # one batch in each training run
     assert whole["capped_loops"] == {} and whole["seconds_skipped"] == 0.0
+
+
+def test_a_defense_cell_in_a_shared_store_prices_its_defenses_apart_from_its_gc_cell(tmp_path):
+    """The GC class keeps its poisons in the shared store; the defense cell at the same eps_d finds them before
+    its clock (no GC run inside it: the poisons file is not rewritten), its row names the GC class it leaves to,
+    and its step counts are its retraining epochs only."""
+    import glob
+    import os
+
+    from poisonlib.dryrun import cost_class
+
+    store = str(tmp_path / "store")
+    gc, defense = Cell("gc", "mnist", "lr", 1.0, eps_d=0.1), Cell("defense", "mnist", "lr", 1.0, eps_d=0.1)
+    stamps = []
+    rows = dry_run([gc, defense], "smoke", device="cpu", warmup=False, fit=False, store=store,
+                   on_row=lambda r: stamps.append([os.stat(f).st_mtime_ns for f in glob.glob(os.path.join(store, "poisons", "*.pt"))]))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert len(stamps[0]) == 1 and stamps[1] == stamps[0]
+    assert rows[1]["gc_class"] == list(map(str, cost_class(gc))) and "priced by gc_class" in rows[1]["deps"]
+    assert rows[1]["full_steps"] == {"train": get_profile("smoke").train_config("lr").epochs} and "gc_class" not in rows[0]
+
+
+def test_a_defense_cells_bill_adds_its_gc_class(tmp_path):
+    """Table 10's cells are defense cells: a defense row priced apart from its GC cell adds the GC class's estimate and
+    peak; without that GC class's row the cell is not priced (not half priced)."""
+    import json
+
+    from poisonlib.dryrun import gc_class
+    from poisonlib.grids import get_experiment
+    from poisonlib.profiles import get_profile as profile
+    from poisonlib.reproduction import cell_key, paper_cost
+
+    cells = [c for c in get_experiment("table10").cells(profile("paper")) if c.dataset == "mnist"]
+    d = cells[0]
+    n = sum(cell_key(c) == cell_key(d) for c in cells)
+
+    def row(k, status="ok", secs=3600.0, rss=1.0, **kw):
+        return dict(cost_class=list(map(str, k)), cell="x", status=status, n_poison=None, seconds_capped=1.0, extrapolated_seconds=secs,
+                    peak_rss_gib=rss, reason=None, **kw)
+
+    drow = row(cell_key(d), gc_class=list(map(str, gc_class(d))))
+    for classes, hours, peak in (([drow, row(gc_class(d), secs=7200.0, rss=9.0)], 3.0 * n, 9.0), ([drow], 0.0, None)):
+        path = tmp_path / "cost.json"
+        path.write_text(json.dumps(dict(classes=classes, not_reached=[])))
+        t10 = paper_cost(str(path), timings=False)[0].set_index("table").loc["table10"]
+        assert t10["CPU estimate (h)"] == round(hours, 1) and t10["priced (CPU)"] == (n if peak else 0)
+        assert (t10["peak RSS (GiB)"] == peak) if peak else t10["peak RSS (GiB)"] is None
