@@ -16,7 +16,7 @@ path; accuracies are meaningless and are not reported.
 Classes run in one child process (``isolate``): a class the out-of-memory killer ends is a row
 with ``status="killed"``, and the dry run goes on. All classes share one results store: a GC, baseline or defense cell finds its clean model and
 target built before its clock starts (they are priced by the target classes, which run in a
-fresh store each and so include their clean model). GC classes keep their poisons there, as a grid
+fresh store each and so include their clean model, and then leave their models to the shared store). GC classes keep their poisons there, as a grid
 does for the GC cells a defense cell needs, so a defense class prices its defenses only (its row's
 ``gc_class`` names the GC class that the chapter adds to each defense cell's bill).
 

@@ -17,9 +17,11 @@ plus ``m.extra``: linear in each loop's count, which holds where a loop's items 
 (chunks and batches of one size; the last, smaller chunk is counted as a full one, an upper bound).
 
 Only loops whose items are *summed* or are *steps* (parameters moved, nothing collected) are capped,
-and evaluations and feature passes (:func:`poisonlib.train.outputs`,
-:func:`poisonlib.defenses.last_layer_view`), which fill their full-size result with zeros past
-the items they run; other loops that collect one result per item (per-example gradients) run whole, so the shapes and the memory of what they build stay those of the real run. A capped
+and passes that give a small result per row from one chunk at a time -- evaluations, feature passes
+and Influence's scores (:func:`poisonlib.train.outputs`, :func:`poisonlib.defenses.last_layer_view`,
+:func:`poisonlib.defenses.influence_scores`) -- which fill their full-size result with zeros past
+the items they run; other loops that collect one result per item (per-example gradients) run whole,
+so the shapes and the memory of what they build stay those of the real run. A capped
 run's numbers are wrong by design: the dry run reports times and memory only.
 
 A computation that repeats one the run has just timed, at the same sizes, can be priced without

@@ -13,14 +13,15 @@ of 470 mini-batches, a GC step over 60,000 poisons in chunks, g(μ) over the cle
 chunks, TGDA's follower steps and CG iterations). Under ``inner=k`` the loops inside a step that
 iterate through :func:`poisonlib._meter.capped` (training and evaluation batches, gradient chunks,
 GC batches and poison chunks, CG iterations, TGDA's follower steps and Hessian chunks, the
-defenses' feature batches and Influence's Hessian chunks, Gradient Matching's restarts) run their
-first k items, and the time of the items they skip is added linearly (:mod:`poisonlib._meter`);
-the row's ``seconds_capped`` is the wall time actually run, ``seconds_skipped`` what the meter
-added, and every fit below uses their sum. Loops that collect one result per item (per-example
-gradients) run whole, so that peak memory stays that of the real step; an evaluation or a feature
-pass keeps its full-size output, zero past the batches it ran. GC's final stationarity gradient
-and Gradient Matching's final dissimilarity repeat a step's poison chunks at the same sizes: they
-are priced from the step's chunks without running again (:func:`poisonlib._meter.repeated`).
+defenses' feature batches, Influence's Hessian and score chunks, Gradient Matching's restarts,
+GradPC's mini-batches) run their first k items, and the time of the items they skip is added
+linearly (:mod:`poisonlib._meter`); the row's ``seconds_capped`` is the wall time actually run,
+``seconds_skipped`` what the meter added, and every fit below uses their sum. Loops that collect
+one result per item (per-example gradients) run whole, so that peak memory stays that of the real
+step; an evaluation, a feature pass or Influence's scoring keeps its full-size output, zero past
+the batches it ran. GC's final stationarity gradient and Gradient Matching's final dissimilarity
+repeat a step's gradient or poison chunks at the same sizes: they are priced from the step's
+without running again (:func:`poisonlib._meter.repeated`).
 
 Extrapolation (a linear fit per loop). A cell's wall time is modelled as
 t = t_fixed + Σ_g b_g · s_g over its loop groups g (``train``: training epochs; ``attack``:
@@ -50,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import tempfile
 import threading
 import time
@@ -158,7 +160,8 @@ def _timed_run(cell, prof, data_root, device, store=None, inner=None):
     """Wall seconds, seconds the in-step caps skipped, peak RSS, CUDA peak, the record and the capped loops
     (``{name: "ran/total"}``) of one run of ``cell``: in a fresh store, or for a non-target cell with ``store``
     in that one, where its clean model and target are built (or found) before the clock starts (under the same
-    in-step caps). A target cell always runs in a fresh store: building its target (and clean model) is its cost.
+    in-step caps). A target cell always runs in a fresh store: building its target (and clean model) is its cost; with
+    ``store`` its models are then copied there (the store is keyed by content), so later cells find them built.
     In a shared store a GC cell keeps its poisons, as a grid keeps those a defense cell needs, and a defense cell
     finds its GC cell's poisons (or builds them) before its clock starts: its clock prices the defenses, and the
     GC cell is priced by its own class (:func:`gc_class`)."""
@@ -181,6 +184,8 @@ def _timed_run(cell, prof, data_root, device, store=None, inner=None):
             if peak.cuda:
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
+        if store and not shared and os.path.isdir(os.path.join(root, "models")):  # a target class's models serve the later classes
+            shutil.copytree(os.path.join(root, "models"), os.path.join(store, "models"), dirs_exist_ok=True)
     loops = {} if meter is None else {k: f"{v['ran']}/{v['total']}" for k, v in meter.loops.items() if v["ran"] < v["total"]}
     return secs, (0.0 if meter is None else meter.extra), peak.rss, peak.cuda_peak, rec, loops
 

@@ -151,3 +151,18 @@ def test_a_defense_cells_bill_adds_its_gc_class(tmp_path):
         t10 = paper_cost(str(path), timings=False)[0].set_index("table").loc["table10"]
         assert t10["CPU estimate (h)"] == round(hours, 1) and t10["priced (CPU)"] == (n if peak else 0)
         assert (t10["peak RSS (GiB)"] == peak) if peak else t10["peak RSS (GiB)"] is None
+
+
+def test_a_target_class_leaves_its_models_to_the_later_classes(tmp_path):
+    """A target cell is timed in a fresh store (its clean model and target are its cost), then its models are copied
+    into the shared store: the GC cell after it finds them and builds nothing (same files, untouched)."""
+    import glob
+    import os
+
+    store = str(tmp_path / "store")
+    seen = []
+    rows = dry_run([Cell("target", "mnist", "lr", 1.0), Cell("gc", "mnist", "lr", 1.0, eps_d=0.1)], "smoke", device="cpu", warmup=False,
+                   fit=False, store=store,
+                   on_row=lambda r: seen.append({f: os.stat(f).st_mtime_ns for f in glob.glob(os.path.join(store, "models", "*.pt"))}))
+    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["deps"] for r in rows][0] == "in the timed run"
+    assert len(seen[0]) >= 2 and seen[1] == seen[0]

@@ -79,3 +79,30 @@ def test_a_repeated_loop_is_priced_from_the_items_timed_before():
     assert m.loops["chunks"] == {"calls": 2, "ran": 1, "total": 9}
     with repeated("chunks"):
         assert list(capped(range(3), "chunks")) == [0, 1, 2]
+
+
+def test_gcs_final_gradient_is_priced_from_the_steps_in_a_dry_run_and_computed_otherwise():
+    """GC's final stationarity gradient repeats a step's (one piece or chunks): under a meter, inside ``repeated``
+    it is priced, not run (zeros); without a meter ``repeated`` changes nothing."""
+    import torch
+
+    from poisonlib.attacks.gc_grad import gc_gradient
+    from poisonlib.grads import target_params
+    from poisonlib.models import LinearModel
+
+    torch.manual_seed(0)
+    model = LinearModel(5, 3)
+    params = target_params(model)
+    g_mu = {k: torch.randn_like(v) for k, v in params.items()}
+    x, y = torch.randn(12, 5), torch.randint(0, 3, (12,))
+    whole, _ = gc_gradient(model, params, x, y, g_mu, 0.5, "multiclass")
+    names = ("GC gradient", "GC residual chunks", "GC poison chunks")
+    for chunk in (None, 4):
+        with metering(1) as m:
+            step, _ = gc_gradient(model, params, x, y, g_mu, 0.5, "multiclass", chunk_size=chunk)
+            with repeated(*names):
+                final, _ = gc_gradient(model, params, x, y, g_mu, 0.5, "multiclass", chunk_size=chunk)
+        assert step.abs().sum() > 0 and final.shape == x.shape and not final.any()
+        assert all(v["ran"] < v["total"] for k, v in m.loops.items() if k in names)
+        with repeated(*names):
+            assert torch.allclose(gc_gradient(model, params, x, y, g_mu, 0.5, "multiclass", chunk_size=chunk)[0], whole, atol=1e-6)

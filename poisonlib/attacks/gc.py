@@ -375,7 +375,7 @@ def gradient_canceling(
         g_sum = sum_gradient(target, w, x_p.detach(), y_p.detach(), task, chunk=clean_chunk)
         obj = 0.5 * global_norm({k: g_mu[k] + g_sum[k] / n for k in w}) ** 2
     else:
-        with repeated("GC residual chunks", "GC poison chunks"):  # a dry run prices it from the steps' chunks of the same size
+        with repeated("GC gradient", "GC residual chunks", "GC poison chunks"):  # a dry run prices it from the steps' chunks of the same size
             grads, obj = gc_gradient(target, w, x_p.detach(), y_p.detach(), g_mu, eps, task, method, chunk_size=chunk)
         obj = float(obj)
         if lo is not None:  # projected gradient: drop the components pushing out of the box

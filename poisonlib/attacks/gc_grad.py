@@ -68,6 +68,17 @@ def gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method="auto", wrt_lab
     method = resolve_method(model, params, method)
     if chunk_size is not None and chunk_size < len(x_p):
         return chunked_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method, wrt_labels, chunk_size=chunk_size)
+    out = None
+    for _ in capped(range(1), "GC gradient"):  # one item, so that a dry run can price a repeat of it (_meter.repeated)
+        out = _whole_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method, wrt_labels)
+    if out is None:  # a repeat priced, not run (dry runs only): zeros
+        gx = torch.zeros_like(x_p)
+        return ((gx, torch.zeros_like(y_p)) if wrt_labels else gx), torch.zeros((), dtype=x_p.dtype, device=x_p.device)
+    return out
+
+
+def _whole_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, method, wrt_labels):
+    """:func:`gc_gradient` in one piece."""
     if method == "closed_form":
         return linear_gc_gradient(model, params, x_p, y_p, g_mu, eps, task, wrt_labels)
     loss = loss_fn(task)

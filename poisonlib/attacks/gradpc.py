@@ -24,6 +24,7 @@ import torch
 from torch.func import functional_call
 from tqdm import tqdm
 
+from .._meter import capped
 from .._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from ..grads import global_norm
 from ..models import loss_fn
@@ -78,7 +79,7 @@ def gradpc(
     steps = 0
     batches = [(e, i) for e in range(epochs) for i in range(0, len(x), bs)]
     perm = None
-    for e, i in tqdm(batches, desc=f"GradPC eps_w={eps_w:g}", disable=not show_progress(progress), leave=False):
+    for e, i in capped(tqdm(batches, desc=f"GradPC eps_w={eps_w:g}", disable=not show_progress(progress), leave=False), "GradPC batches"):
         if i == 0:
             perm = torch.randperm(len(x), generator=gen)
         idx = perm[i : i + bs]

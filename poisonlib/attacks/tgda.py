@@ -176,7 +176,7 @@ def total_gradient(model, params, x_clean, y_clean, x_p, y_p, x_val, y_val, task
         g_val = flat(sum_gradient(model, params, x_val, y_val, task, chunk=chunk)) / len(x_val)
         with torch.no_grad():
             l_val = sum(loss_fn(task, reduction="sum")(functional_call(model, params, (x_val[a:b],)), y_val[a:b])
-                        for a, b in _chunks(len(x_val), chunk)) / len(x_val)
+                        for a, b in capped(_chunks(len(x_val), chunk), "TGDA validation chunks")) / len(x_val)
     # v = (H + damping I)^{-1} ∇_w L_val, H the Hessian of the follower's loss on clean ∪ poisons
     x_all, y_all = torch.cat([x_clean, x_p]), torch.cat([y_clean, y_p])
     if not bool(g_val.any()):  # a flat validation loss: no direction to push

@@ -86,6 +86,9 @@ def influence_scores(model, x, y, task: str, x_val, y_val, *, l2: float = 0.0, m
     x, y, x_val, y_val = x.to(dev), y.to(dev), x_val.to(dev), y_val.to(dev)
     g_val = flat(mean_gradient(model, x_val, y_val, task)).double()
     s = inverse_hvp(model, x, y, task, g_val, l2=l2, method=method, cg_iters=cg_iters)
-    # g_i · s chunk by chunk: the n x p matrix of per-example gradients is never held whole
-    return torch.cat([per_example_gradients(model, x[a : a + 4096], y[a : a + 4096], task, dtype=torch.float64) @ s
-                      for a in range(0, len(x), 4096)]) / len(x)
+    # g_i · s chunk by chunk: the n x p matrix of per-example gradients is never held whole; under a dry run's
+    # meter only the first chunks are scored and the rest stay zero, as in an evaluation (poisonlib._meter)
+    scores = torch.zeros(len(x), dtype=torch.float64, device=dev)
+    for a in capped(range(0, len(x), 4096), "Influence score chunks"):
+        scores[a : a + 4096] = per_example_gradients(model, x[a : a + 4096], y[a : a + 4096], task, dtype=torch.float64) @ s
+    return scores / len(x)
