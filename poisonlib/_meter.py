@@ -93,6 +93,19 @@ class Meter:
             self._add(frame[0] + skipped)
 
 
+def filled(n: int, chunk: int, compute, name: str):
+    """One tensor of ``n`` rows from ``compute(a, b)`` on the row chunks [a, b) of ``range(n)`` (a chunk loop named
+    ``name``, :func:`capped`): under a meter the rows past the chunks run stay zero, so the result keeps its full
+    size and each chunk's memory is the real one. ``None`` when ``n == 0``."""
+    out = None
+    for a in capped(range(0, n, chunk), name):
+        part = compute(a, min(a + chunk, n))
+        if out is None:
+            out = part.new_zeros((n, *part.shape[1:]))
+        out[a : a + len(part)] = part
+    return out
+
+
 def capped(iterable, name: str, total: int | None = None):
     """``iterable``, or under an active :func:`metering` its first ``cap`` items (module docstring).
     ``total``: its number of items (default ``len(iterable)``)."""

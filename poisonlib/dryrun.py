@@ -215,8 +215,8 @@ def dry_run_cell(cell, profile, *, data_root=None, device="cpu", steps: int = 1,
                  inner: int | None = 2) -> dict:
     """One row of :func:`dry_run` for ``cell`` (a :class:`poisonlib.runner.Cell`)."""
     prof = get_profile(profile)
-    counts = step_counts(cell, prof, gc_apart=bool(store) and cell.kind == "defense")
     row = _row(cell, prof, device, steps, fit, store, inner)
+    counts = row["full_steps"]
     rss, cuda_peaks = [], []
     try:
         wall, skipped, r, c, rec, loops = _timed_run(cell, capped_profile(prof, steps), data_root, device, store, inner)

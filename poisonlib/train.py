@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from ._meter import capped
+from ._meter import capped, filled
 from ._validation import PoisonlibError, check_choice, check_finite, check_int, check_positive
 from .models import loss_fn, predict
 
@@ -160,12 +160,7 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, *, device="auto", batch_siz
     rest of the (full-size) result is left at zero: an evaluation's time is priced, not its numbers."""
     dev = resolve_device(device)
     model.to(dev).eval()
-    out = None
-    for i in capped(range(0, len(x), batch_size), "evaluation batches"):
-        o = model(x[i : i + batch_size].to(dev)).cpu()
-        if out is None:
-            out = o.new_zeros((len(x), *o.shape[1:]))
-        out[i : i + len(o)] = o
+    out = filled(len(x), batch_size, lambda a, b: model(x[a:b].to(dev)).cpu(), "evaluation batches")
     return out if out is not None else model(x[:0].to(dev)).cpu()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .._meter import capped
+from .._meter import filled
 from .._validation import PoisonlibError, check_choice
 from ..models import LinearModel, linear_model, split_last_layer
 from .influence import influence_scores, remove_top
@@ -26,13 +26,8 @@ def last_layer_view(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int 
     features stay zero, as in :func:`poisonlib.train.outputs`."""
     phi, last = split_last_layer(model)
     dev = last.weight.device
-    feats = None
     with torch.no_grad():
-        for i in capped(range(0, len(x), batch_size), "feature batches"):
-            f = phi(x[i : i + batch_size].to(dev)).flatten(1).cpu()
-            if feats is None:
-                feats = f.new_zeros((len(x), f.shape[1]))
-            feats[i : i + len(f)] = f
+        feats = filled(len(x), batch_size, lambda a, b: phi(x[a:b].to(dev)).flatten(1).cpu(), "feature batches")
         if feats is None:
             feats = phi(x[:0].to(dev)).flatten(1).cpu()
     lin = linear_model(last.weight.detach().cpu(), None if last.bias is None else last.bias.detach().cpu()).to(dev)

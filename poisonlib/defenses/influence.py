@@ -21,7 +21,7 @@ import torch
 from torch.func import grad, jvp
 
 from .._compat import quiet_forward_ad
-from .._meter import capped
+from .._meter import capped, filled
 from .._validation import PoisonlibError, check_choice, check_int, check_positive
 from ..grads import conjugate_gradient, flat, flat_loss, mean_gradient, per_example_gradients, target_params
 
@@ -88,7 +88,6 @@ def influence_scores(model, x, y, task: str, x_val, y_val, *, l2: float = 0.0, m
     s = inverse_hvp(model, x, y, task, g_val, l2=l2, method=method, cg_iters=cg_iters)
     # g_i · s chunk by chunk: the n x p matrix of per-example gradients is never held whole; under a dry run's
     # meter only the first chunks are scored and the rest stay zero, as in an evaluation (poisonlib._meter)
-    scores = torch.zeros(len(x), dtype=torch.float64, device=dev)
-    for a in capped(range(0, len(x), 4096), "Influence score chunks"):
-        scores[a : a + 4096] = per_example_gradients(model, x[a : a + 4096], y[a : a + 4096], task, dtype=torch.float64) @ s
-    return scores / len(x)
+    scores = filled(len(x), 4096, lambda a, b: per_example_gradients(model, x[a:b], y[a:b], task, dtype=torch.float64) @ s,
+                    "Influence score chunks")
+    return (scores if scores is not None else s.new_zeros(0)) / len(x)
